@@ -1,0 +1,41 @@
+//! bookrelay: a std-only HTTP/1.1 load balancer and node simulator for a
+//! travel-booking service.
+//!
+//! A **relay** accepts client connections and forwards each request to one of
+//! several **nodes**, chosen by a [`balancer`]. A node serves the booking API
+//! from its own LRU [`cache`] over one shared SQLite [`store`].
+//!
+//! One request, end to end:
+//!
+//! ```text
+//! client ──TCP──▶ http::conn (framing, keep-alive) ──▶ node::routes
+//!                                                       ├─ GET /bookings/{id}: cache HIT ─▶ JSON
+//!                                                       │                      MISS ─▶ store ─▶ cache
+//!                                                       └─ POST/PATCH/DELETE: store (commit) ─▶ invalidate
+//! ```
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cli`] | argv to configuration, help text |
+//! | [`http`] | request parsing, response writing, one connection's loop |
+//! | [`node`] | the node server and its booking routes |
+//! | [`booking`] | the booking record and its field rules (pure) |
+//! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log |
+//! | [`cache`] | the per-node LRU with TTL and invalidation |
+//! | [`balancer`] | the six node-selection strategies (pure) |
+//! | [`json`], [`rand`], [`names`], [`sample`] | small pure helpers |
+//! | [`temp_dir`] | self-removing directories for tests and examples |
+
+pub mod balancer;
+pub mod booking;
+pub mod cache;
+pub mod cli;
+pub mod http;
+pub mod json;
+pub mod launch;
+pub mod names;
+pub mod node;
+pub mod rand;
+pub mod sample;
+pub mod store;
+pub mod temp_dir;

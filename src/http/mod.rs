@@ -1,0 +1,302 @@
+//! HTTP/1.1 messages as nodes and the relay see them.
+//!
+//! The seed project read one 1024-byte chunk and answered with `Connection: close`;
+//! its relay then waited on a 200 ms timer to decide a response was over. Here a
+//! message is framed only by `Content-Length` or `Transfer-Encoding: chunked`, so a
+//! connection can carry any number of requests and never waits on a clock.
+//!
+//! - [`parse`]: bytes to request heads and chunked bodies. Pure, no sockets.
+//! - [`write`]: responses back to bytes. Pure.
+//! - [`conn`]: one client socket: buffering, keep-alive, pipelining, half-close,
+//!   timeouts and `Expect: 100-continue`. It knows no routes: a [`conn::Handler`] does.
+//!
+//! This file holds the shared types: [`Request`], [`Response`] and [`Error`], whose
+//! every variant carries its status code and a sentence a person can act on.
+
+pub mod conn;
+pub mod parse;
+pub mod write;
+
+use std::time::Duration;
+
+/// Request line plus headers. Large enough for long cookies and tokens, small
+/// enough that a client cannot make us buffer without bound (nginx's default
+/// `large_client_header_buffers` is 4 × 8 KiB).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Largest request body: a booking is well under 4 KiB, so 1 MiB is generous
+/// and keeps one request from tying up much memory.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Most header lines in one head; more is a sign of abuse, not of a real client.
+pub const MAX_HEADERS: usize = 100;
+
+/// The whole head must arrive within this time of its first byte, so a client
+/// that trickles bytes (slowloris) cannot hold a connection forever.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A keep-alive connection with no request in progress is closed after this.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Longest silence while a body is being received.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP versions we speak. Anything else is answered 505.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the body of a message is delimited, decided from its head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// One header line. Names keep the client's spelling; compare them with
+/// [`eq_ignore_case`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub name: String,
+    pub value: String,
+}
+
+/// A parsed request. The body is empty until [`conn`] has read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    /// The request target as sent: path plus optional `?query`.
+    pub target: String,
+    pub version: Version,
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    /// Whether the connection may stay open after this exchange
+    /// (HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `keep-alive`).
+    pub keep_alive: bool,
+    /// The client sent `Expect: 100-continue` and waits before sending its body.
+    pub expects_continue: bool,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| eq_ignore_case(&h.name, name))
+            .map(|h| h.value.as_str())
+    }
+
+    /// The target without its query string.
+    pub fn path(&self) -> &str {
+        match self.target.find('?') {
+            Some(i) => &self.target[..i],
+            None => &self.target,
+        }
+    }
+
+    /// The query string after `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.target.find('?').map(|i| &self.target[i + 1..])
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// A response to write. `Content-Length` and `Connection` are added by
+/// [`write::write_response`]; handlers set everything else.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+    /// Close the connection after this response, whatever the client asked.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+            close: false,
+        }
+    }
+
+    /// A response with a JSON body.
+    pub fn json(status: u16, body: String) -> Response {
+        Response::new(status)
+            .with_header("Content-Type", "application/json")
+            .with_body(body.into_bytes())
+    }
+
+    /// The JSON error every failure carries: `{"error":"<sentence>"}`.
+    pub fn error(status: u16, sentence: &str) -> Response {
+        let mut body = String::with_capacity(sentence.len() + 12);
+        body.push_str("{\"error\":");
+        crate::json::write_str(&mut body, sentence);
+        body.push('}');
+        Response::json(status, body)
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    pub fn with_body(mut self, body: Vec<u8>) -> Response {
+        self.body = body;
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| eq_ignore_case(n, name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a request could not be read. Every variant here means the framing of the
+/// connection is lost or untrustworthy, so the connection closes after the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    RequestLine,
+    Method,
+    Target,
+    Version,
+    HeaderName,
+    HeaderValue,
+    ObsFold,
+    HeadTooLarge,
+    TooManyHeaders,
+    ContentLength,
+    ConflictingLength,
+    LengthAndChunked,
+    TransferEncoding,
+    ChunkSize,
+    ChunkEnd,
+    BodyTooLarge,
+    HeadTimeout,
+    BodyTimeout,
+}
+
+impl Error {
+    pub fn status(self) -> u16 {
+        match self {
+            Error::Version => 505,
+            Error::HeadTooLarge | Error::TooManyHeaders => 431,
+            Error::BodyTooLarge => 413,
+            Error::HeadTimeout | Error::BodyTimeout => 408,
+            _ => 400,
+        }
+    }
+
+    /// One sentence a person typing into `nc` can act on.
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Error::RequestLine => {
+                "the request line must look like 'GET /bookings HTTP/1.1' (method, target, version, separated by single spaces)"
+            }
+            Error::Method => "the method must be a token such as GET or POST",
+            Error::Target => "the request target must be printable ASCII without spaces, like /bookings?limit=5",
+            Error::Version => "only HTTP/1.0 and HTTP/1.1 are supported",
+            Error::HeaderName => {
+                "a header line must look like 'Name: value', with no space before the colon"
+            }
+            Error::HeaderValue => "a header value contains a control character or invalid UTF-8",
+            Error::ObsFold => "header lines may not be continued on a line starting with a space or tab",
+            Error::HeadTooLarge => "the request line and headers must fit in 16 KiB",
+            Error::TooManyHeaders => "a request may carry at most 100 header lines",
+            Error::ContentLength => "Content-Length must be a decimal number of bytes",
+            Error::ConflictingLength => "the request carries differing Content-Length values",
+            Error::LengthAndChunked => {
+                "a request may not carry both Content-Length and Transfer-Encoding"
+            }
+            Error::TransferEncoding => "the only Transfer-Encoding accepted is 'chunked'",
+            Error::ChunkSize => "a chunk must start with its size in hexadecimal on a line of its own",
+            Error::ChunkEnd => "chunk data must be followed by a line break",
+            Error::BodyTooLarge => "the request body must be at most 1 MiB (1048576 bytes)",
+            Error::HeadTimeout => "the request head did not arrive within 10 seconds",
+            Error::BodyTimeout => "the request body stopped arriving for 10 seconds",
+        }
+    }
+
+    /// The JSON error response for this failure; always closes the connection.
+    pub fn response(self) -> Response {
+        let mut response = Response::error(self.status(), self.sentence());
+        response.close = true;
+        response
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.sentence())
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// ASCII case-insensitive comparison, as header names and tokens need.
+pub fn eq_ignore_case(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// Whether a comma-separated header value (like `Connection: keep-alive, Upgrade`)
+/// contains `token`, ignoring case and spaces.
+pub fn has_token(value: &str, token: &str) -> bool {
+    value
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The standard reason phrase of a status code.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        301 => "Moved Permanently",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        422 => "Unprocessable Content",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}

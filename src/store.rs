@@ -1,0 +1,677 @@
+//! The only user of `rusqlite`: schema, booking CRUD, keyset paging,
+//! idempotency keys, and the change log that keeps node caches coherent.
+//!
+//! One SQLite file is shared by every node, whether node threads in one relay
+//! process or separate `bookrelay node` processes. That works because:
+//!
+//! - **WAL journal**: readers never block the single writer, nor it them.
+//! - **busy timeout**: a writer that finds the database locked waits (up to
+//!   [`BUSY_TIMEOUT`]) instead of failing; every write transaction starts
+//!   `IMMEDIATE` so it takes the write lock up front and cannot deadlock
+//!   upgrading from a read.
+//! - **`synchronous = NORMAL`** in WAL mode: a commit survives the death of any
+//!   process at any moment (SPEC §2's promise); only an OS crash or power loss
+//!   could lose the last commits, which `FULL` would cost an fsync per write to
+//!   prevent.
+//! - **change log**: every write appends the changed `booking_id` to `changes`
+//!   in the same transaction. A [`ChangeFeed`] asks SQLite whether anyone
+//!   committed since it last looked (`PRAGMA data_version`, answered from shared
+//!   memory without touching the file) and, only if so, reads the ids logged
+//!   since its position. Nodes drop exactly those ids from their caches.
+//!
+//! Connections are pooled (a node serves many client threads): a request takes
+//! one, runs cached prepared statements, and puts it back.
+
+use crate::booking::{Booking, Invalid};
+use crate::rand::Rng;
+use crate::sample::sample_booking;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a writer waits for another process's write lock before giving up.
+/// Long enough to ride out bursts of hundreds of concurrent writers.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Change-log rows kept for nodes that fall behind. A node further behind than
+/// this (a revived process, say) drops its whole cache instead.
+pub const CHANGE_LOG_KEEP: i64 = 100_000;
+
+/// Pooled connections kept open per store; more are opened under load and
+/// closed again when returned to a full pool.
+const MAX_IDLE_CONNECTIONS: usize = 16;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bookings (
+    booking_id TEXT PRIMARY KEY NOT NULL,
+    customer_id TEXT NOT NULL,
+    customer_name TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    departure_city TEXT NOT NULL,
+    flight_number TEXT NOT NULL,
+    hotel_name TEXT NOT NULL,
+    room_type TEXT NOT NULL,
+    payment_method TEXT NOT NULL,
+    email TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    booking_date TEXT NOT NULL,
+    travel_date TEXT NOT NULL,
+    return_date TEXT,
+    total_price REAL NOT NULL,
+    payment_status TEXT NOT NULL,
+    travel_agency TEXT,
+    special_requests TEXT,
+    loyalty_program_number TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    booking_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key TEXT PRIMARY KEY NOT NULL,
+    request_body BLOB NOT NULL,
+    status INTEGER NOT NULL,
+    response_body TEXT NOT NULL,
+    booking_id TEXT NOT NULL
+) WITHOUT ROWID;
+";
+
+const COLUMNS: &str = "booking_id, customer_id, customer_name, destination, departure_city, \
+    flight_number, hotel_name, room_type, payment_method, email, phone, booking_date, \
+    travel_date, return_date, total_price, payment_status, travel_agency, special_requests, \
+    loyalty_program_number";
+
+/// What can go wrong with a store operation, each with the status a node answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    NotFound,
+    /// A booking with this id already exists (409).
+    Exists(String),
+    /// An `Idempotency-Key` was reused with a different body (422).
+    KeyReused,
+    /// A PATCH produced an invalid booking (400).
+    Invalid(Invalid),
+    /// Another writer held the database past [`BUSY_TIMEOUT`] (503).
+    Busy,
+    /// Anything else SQLite reported (500).
+    Database(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NotFound => f.write_str("no booking has that id"),
+            Error::Exists(id) => write!(f, "a booking with id '{id}' already exists"),
+            Error::KeyReused => f.write_str(
+                "this Idempotency-Key was already used with a different body; use a new key",
+            ),
+            Error::Invalid(invalid) => write!(f, "{invalid}"),
+            Error::Busy => f.write_str("the database is busy; try again in a moment"),
+            Error::Database(message) => write!(f, "database error: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<rusqlite::Error> for Error {
+    fn from(error: rusqlite::Error) -> Error {
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy,
+            _ => Error::Database(error.to_string()),
+        }
+    }
+}
+
+/// The outcome of a create.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created {
+    /// A new row; the booking's JSON.
+    New(String),
+    /// A repeat of an earlier request with the same `Idempotency-Key` and body:
+    /// its stored status and JSON, and nothing was written.
+    Replayed {
+        status: u16,
+        body: String,
+        booking_id: String,
+    },
+}
+
+/// Where ids changed by other writers are learnt; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Nobody committed since the last poll.
+    None,
+    /// These ids were written since the last poll.
+    Ids(Vec<String>),
+    /// The log no longer reaches back to our position: forget everything.
+    All,
+}
+
+/// A handle on one SQLite database file.
+pub struct Store {
+    path: PathBuf,
+    pool: Mutex<Vec<Connection>>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database and its schema.
+    pub fn open(path: &Path) -> Result<Store, Error> {
+        let store = Store {
+            path: path.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+        };
+        let conn = store.connect()?;
+        conn.execute_batch(SCHEMA)?;
+        store.give_back(conn);
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn connect(&self) -> Result<Connection, Error> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // journal_mode answers with a row, so it is queried rather than set.
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Database(format!(
+                "could not switch {} to WAL mode (got {mode})",
+                self.path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    fn pool(&self) -> MutexGuard<'_, Vec<Connection>> {
+        // A panic elsewhere while holding the lock leaves a valid Vec behind.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self) -> Result<Connection, Error> {
+        if let Some(conn) = self.pool().pop() {
+            return Ok(conn);
+        }
+        self.connect()
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut pool = self.pool();
+        if pool.len() < MAX_IDLE_CONNECTIONS {
+            pool.push(conn);
+        }
+    }
+
+    /// Runs `work` on a pooled connection.
+    fn with_conn<T>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut conn = self.take()?;
+        let result = work(&mut conn);
+        self.give_back(conn);
+        result
+    }
+
+    pub fn count(&self) -> Result<u64, Error> {
+        self.with_conn(|conn| {
+            let n: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM bookings")?
+                .query_row([], |row| row.get(0))?;
+            Ok(n as u64)
+        })
+    }
+
+    /// Inserts `n` generated sample bookings if the table is empty; returns how
+    /// many were inserted. Concurrent callers insert once between them.
+    pub fn seed_if_empty(&self, n: usize, rng: &mut Rng) -> Result<usize, Error> {
+        if n == 0 {
+            return Ok(0);
+        }
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let existing: i64 =
+                tx.query_row("SELECT COUNT(*) FROM bookings", [], |row| row.get(0))?;
+            if existing > 0 {
+                return Ok(0);
+            }
+            for _ in 0..n {
+                insert_row(&tx, &sample_booking(rng))?;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Booking>, Error> {
+        self.with_conn(|conn| {
+            let sql = format!("SELECT {COLUMNS} FROM bookings WHERE booking_id = ?1");
+            Ok(conn
+                .prepare_cached(&sql)?
+                .query_row([id], booking_from_row)
+                .optional()?)
+        })
+    }
+
+    /// Up to `limit` bookings with ids after `after`, in byte order of id
+    /// (SQLite's default BINARY collation), using the primary key: keyset
+    /// paging costs the same on page 1 and page 1000.
+    pub fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<Booking>, Error> {
+        self.with_conn(|conn| {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM bookings WHERE booking_id > ?1 ORDER BY booking_id LIMIT ?2"
+            );
+            let mut statement = conn.prepare_cached(&sql)?;
+            let rows = statement
+                .query_map(params![after.unwrap_or(""), limit as i64], booking_from_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+    }
+
+    /// Creates a booking. With an idempotency key (`key`, the request body's
+    /// exact bytes), a repeat with the same key and body returns the first
+    /// answer and writes nothing; the same key with another body is
+    /// [`Error::KeyReused`]. The key check and the insert share one IMMEDIATE
+    /// transaction, so concurrent repeats are serialised.
+    pub fn create(&self, booking: &Booking, key: Option<(&str, &[u8])>) -> Result<Created, Error> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some((key, request_body)) = key {
+                let earlier: Option<(Vec<u8>, i64, String, String)> = tx
+                    .prepare_cached(
+                        "SELECT request_body, status, response_body, booking_id \
+                         FROM idempotency_keys WHERE key = ?1",
+                    )?
+                    .query_row([key], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .optional()?;
+                if let Some((earlier_body, status, body, booking_id)) = earlier {
+                    return if earlier_body == request_body {
+                        Ok(Created::Replayed {
+                            status: status as u16,
+                            body,
+                            booking_id,
+                        })
+                    } else {
+                        Err(Error::KeyReused)
+                    };
+                }
+            }
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM bookings WHERE booking_id = ?1")?
+                .exists([&booking.booking_id])?;
+            if exists {
+                return Err(Error::Exists(booking.booking_id.clone()));
+            }
+            insert_row(&tx, booking)?;
+            log_change(&tx, &booking.booking_id)?;
+            let json = booking.to_json();
+            if let Some((key, request_body)) = key {
+                tx.prepare_cached(
+                    "INSERT INTO idempotency_keys (key, request_body, status, response_body, booking_id) \
+                     VALUES (?1, ?2, 201, ?3, ?4)",
+                )?
+                .execute(params![key, request_body, json, booking.booking_id])?;
+            }
+            tx.commit()?;
+            Ok(Created::New(json))
+        })
+    }
+
+    /// Reads, changes and writes one booking in a single IMMEDIATE transaction,
+    /// so two concurrent PATCHes of different fields cannot lose each other.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&Booking) -> Result<Booking, Invalid>,
+    ) -> Result<Booking, Error> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let sql = format!("SELECT {COLUMNS} FROM bookings WHERE booking_id = ?1");
+            let current = tx
+                .prepare_cached(&sql)?
+                .query_row([id], booking_from_row)
+                .optional()?
+                .ok_or(Error::NotFound)?;
+            let updated = change(&current).map_err(Error::Invalid)?;
+            tx.prepare_cached(
+                "UPDATE bookings SET customer_id = ?2, customer_name = ?3, destination = ?4, \
+                 departure_city = ?5, flight_number = ?6, hotel_name = ?7, room_type = ?8, \
+                 payment_method = ?9, email = ?10, phone = ?11, booking_date = ?12, \
+                 travel_date = ?13, return_date = ?14, total_price = ?15, payment_status = ?16, \
+                 travel_agency = ?17, special_requests = ?18, loyalty_program_number = ?19 \
+                 WHERE booking_id = ?1",
+            )?
+            .execute(booking_params(&updated))?;
+            log_change(&tx, id)?;
+            tx.commit()?;
+            Ok(updated)
+        })
+    }
+
+    /// Deletes a booking; [`Error::NotFound`] if there was none.
+    pub fn delete(&self, id: &str) -> Result<(), Error> {
+        self.with_conn(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let deleted = tx
+                .prepare_cached("DELETE FROM bookings WHERE booking_id = ?1")?
+                .execute([id])?;
+            if deleted == 0 {
+                return Err(Error::NotFound);
+            }
+            log_change(&tx, id)?;
+            tx.commit()?;
+            Ok(())
+        })
+    }
+
+    /// A feed of changes committed from now on, on its own connection.
+    pub fn change_feed(&self) -> Result<ChangeFeed, Error> {
+        let conn = self.connect()?;
+        let data_version = data_version(&conn)?;
+        let last_seq = max_seq(&conn)?;
+        Ok(ChangeFeed {
+            conn,
+            data_version,
+            last_seq,
+        })
+    }
+}
+
+/// Follows the change log from one position; see the module docs.
+pub struct ChangeFeed {
+    conn: Connection,
+    data_version: i64,
+    last_seq: i64,
+}
+
+impl ChangeFeed {
+    /// What was committed since the last poll. When nothing was, this costs
+    /// one `PRAGMA data_version` on an open connection (no disk read).
+    pub fn poll(&mut self) -> Result<Changes, Error> {
+        let version = data_version(&self.conn)?;
+        if version == self.data_version {
+            return Ok(Changes::None);
+        }
+        // Read the version before the log: a commit landing between the two
+        // reads shows up in the log now and moves the version again, so it is
+        // at worst seen twice, never missed.
+        self.data_version = version;
+        let oldest: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT MIN(seq) FROM changes")?
+            .query_row([], |row| row.get(0))?;
+        if let Some(oldest) = oldest {
+            if oldest > self.last_seq + 1 {
+                self.last_seq = max_seq(&self.conn)?;
+                return Ok(Changes::All);
+            }
+        }
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT seq, booking_id FROM changes WHERE seq > ?1 ORDER BY seq")?;
+        let mut ids = Vec::new();
+        let mut rows = statement.query([self.last_seq])?;
+        while let Some(row) = rows.next()? {
+            self.last_seq = row.get(0)?;
+            ids.push(row.get(1)?);
+        }
+        Ok(if ids.is_empty() {
+            Changes::None
+        } else {
+            Changes::Ids(ids)
+        })
+    }
+}
+
+fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn
+        .prepare_cached("PRAGMA data_version")?
+        .query_row([], |row| row.get(0))?)
+}
+
+fn max_seq(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")?
+        .query_row([], |row| row.get(0))?)
+}
+
+/// Appends to the change log, pruning old entries now and then so the log
+/// stays small (one DELETE every 1024 writes).
+fn log_change(conn: &Connection, id: &str) -> Result<(), Error> {
+    conn.prepare_cached("INSERT INTO changes (booking_id) VALUES (?1)")?
+        .execute([id])?;
+    let seq = conn.last_insert_rowid();
+    if seq % 1024 == 0 {
+        conn.prepare_cached("DELETE FROM changes WHERE seq <= ?1")?
+            .execute([seq - CHANGE_LOG_KEEP])?;
+    }
+    Ok(())
+}
+
+fn insert_row(conn: &Connection, booking: &Booking) -> Result<(), Error> {
+    let sql = format!(
+        "INSERT INTO bookings ({COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
+    );
+    conn.prepare_cached(&sql)?
+        .execute(booking_params(booking))?;
+    Ok(())
+}
+
+fn booking_params(b: &Booking) -> [&dyn rusqlite::ToSql; 19] {
+    [
+        &b.booking_id,
+        &b.customer_id,
+        &b.customer_name,
+        &b.destination,
+        &b.departure_city,
+        &b.flight_number,
+        &b.hotel_name,
+        &b.room_type,
+        &b.payment_method,
+        &b.email,
+        &b.phone,
+        &b.booking_date,
+        &b.travel_date,
+        &b.return_date,
+        &b.total_price,
+        &b.payment_status,
+        &b.travel_agency,
+        &b.special_requests,
+        &b.loyalty_program_number,
+    ]
+}
+
+fn booking_from_row(row: &Row<'_>) -> rusqlite::Result<Booking> {
+    Ok(Booking {
+        booking_id: row.get(0)?,
+        customer_id: row.get(1)?,
+        customer_name: row.get(2)?,
+        destination: row.get(3)?,
+        departure_city: row.get(4)?,
+        flight_number: row.get(5)?,
+        hotel_name: row.get(6)?,
+        room_type: row.get(7)?,
+        payment_method: row.get(8)?,
+        email: row.get(9)?,
+        phone: row.get(10)?,
+        booking_date: row.get(11)?,
+        travel_date: row.get(12)?,
+        return_date: row.get(13)?,
+        total_price: row.get(14)?,
+        payment_status: row.get(15)?,
+        travel_agency: row.get(16)?,
+        special_requests: row.get(17)?,
+        loyalty_program_number: row.get(18)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::temp_dir::TempDir;
+
+    fn store() -> (TempDir, Store) {
+        let dir = TempDir::new("store");
+        let store = Store::open(&dir.path().join("b.db")).expect("open");
+        (dir, store)
+    }
+
+    fn sample(id: &str) -> Booking {
+        let mut booking = sample_booking(&mut Rng::new(7));
+        booking.booking_id = id.to_string();
+        booking
+    }
+
+    #[test]
+    fn created_booking_reads_back_equal() {
+        let (_dir, store) = store();
+        let booking = sample("abc");
+        assert_eq!(
+            store.create(&booking, None),
+            Ok(Created::New(booking.to_json()))
+        );
+        assert_eq!(store.get("abc"), Ok(Some(booking)));
+        assert_eq!(store.get("nope"), Ok(None));
+    }
+
+    #[test]
+    fn duplicate_id_is_exists() {
+        let (_dir, store) = store();
+        store.create(&sample("dup"), None).expect("first");
+        assert_eq!(
+            store.create(&sample("dup"), None),
+            Err(Error::Exists("dup".into()))
+        );
+    }
+
+    #[test]
+    fn idempotency_key_replays_and_detects_other_bodies() {
+        let (_dir, store) = store();
+        let first = store
+            .create(&sample("k1"), Some(("key-1", b"body")))
+            .expect("first");
+        let json = sample("k1").to_json();
+        assert_eq!(first, Created::New(json.clone()));
+        // Same key and bytes: the stored answer, even though the id now exists.
+        assert_eq!(
+            store.create(&sample("k1"), Some(("key-1", b"body"))),
+            Ok(Created::Replayed {
+                status: 201,
+                body: json,
+                booking_id: "k1".into()
+            })
+        );
+        assert_eq!(
+            store.create(&sample("k2"), Some(("key-1", b"other"))),
+            Err(Error::KeyReused)
+        );
+        assert_eq!(store.count(), Ok(1));
+    }
+
+    #[test]
+    fn keys_of_failed_creates_are_not_remembered() {
+        let (_dir, store) = store();
+        store.create(&sample("taken"), None).expect("first");
+        assert!(matches!(
+            store.create(&sample("taken"), Some(("k", b"x"))),
+            Err(Error::Exists(_))
+        ));
+        let mut other = sample("free");
+        other.customer_name = "Other".into();
+        assert!(matches!(
+            store.create(&other, Some(("k", b"x"))),
+            Ok(Created::New(_))
+        ));
+    }
+
+    #[test]
+    fn list_pages_in_byte_order() {
+        let (_dir, store) = store();
+        for id in ["b", "a", "C", "c", "_"] {
+            store.create(&sample(id), None).expect("create");
+        }
+        let ids = |v: Vec<Booking>| v.into_iter().map(|b| b.booking_id).collect::<Vec<_>>();
+        assert_eq!(ids(store.list(None, 3).expect("page 1")), ["C", "_", "a"]);
+        assert_eq!(ids(store.list(Some("a"), 3).expect("page 2")), ["b", "c"]);
+        assert!(store.list(Some("c"), 3).expect("page 3").is_empty());
+    }
+
+    #[test]
+    fn update_applies_the_change_and_rejections_write_nothing() {
+        let (_dir, store) = store();
+        store.create(&sample("u"), None).expect("create");
+        let updated = store
+            .update("u", |b| {
+                let mut b = b.clone();
+                b.customer_name = "New Name".into();
+                Ok(b)
+            })
+            .expect("update");
+        assert_eq!(updated.customer_name, "New Name");
+        assert_eq!(
+            store.get("u").expect("get").expect("row").customer_name,
+            "New Name"
+        );
+        let rejected = store.update("u", |_| Err(Invalid("nope".into())));
+        assert_eq!(rejected, Err(Error::Invalid(Invalid("nope".into()))));
+        assert_eq!(
+            store.update("missing", |b| Ok(b.clone())),
+            Err(Error::NotFound)
+        );
+    }
+
+    #[test]
+    fn delete_removes_and_reports_missing() {
+        let (_dir, store) = store();
+        store.create(&sample("d"), None).expect("create");
+        assert_eq!(store.delete("d"), Ok(()));
+        assert_eq!(store.delete("d"), Err(Error::NotFound));
+        assert_eq!(store.get("d"), Ok(None));
+    }
+
+    #[test]
+    fn seeding_happens_once() {
+        let (_dir, store) = store();
+        assert_eq!(store.seed_if_empty(25, &mut Rng::new(1)), Ok(25));
+        assert_eq!(store.seed_if_empty(25, &mut Rng::new(2)), Ok(0));
+        assert_eq!(store.count(), Ok(25));
+    }
+
+    #[test]
+    fn change_feed_sees_writes_from_another_connection_exactly() {
+        let (dir, store) = store();
+        let mut feed = store.change_feed().expect("feed");
+        assert_eq!(feed.poll(), Ok(Changes::None));
+        // A second Store stands for another process on the same file.
+        let other = Store::open(&dir.path().join("b.db")).expect("open again");
+        other.create(&sample("x"), None).expect("create");
+        other.update("x", |b| Ok(b.clone())).expect("update");
+        assert_eq!(feed.poll(), Ok(Changes::Ids(vec!["x".into(), "x".into()])));
+        assert_eq!(feed.poll(), Ok(Changes::None));
+        other.delete("x").expect("delete");
+        assert_eq!(feed.poll(), Ok(Changes::Ids(vec!["x".into()])));
+    }
+
+    #[test]
+    fn a_feed_behind_the_pruned_log_is_told_to_forget_everything() {
+        let (_dir, store) = store();
+        let mut feed = store.change_feed().expect("feed");
+        store.create(&sample("p"), None).expect("create");
+        // Prune past the feed's position, as a long-running node would see.
+        store
+            .with_conn(|c| Ok(c.execute("DELETE FROM changes", [])?))
+            .expect("prune");
+        store.update("p", |b| Ok(b.clone())).expect("update");
+        assert_eq!(feed.poll(), Ok(Changes::All));
+        assert_eq!(feed.poll(), Ok(Changes::None));
+    }
+}

@@ -1,0 +1,520 @@
+//! Load balancing: which node gets the next request.
+//!
+//! The relay owns sockets, health checks and retries; a balancer owns only the *choice*. Each
+//! strategy implements [`Balancer`], and [`by_name`] builds one from the name given on the
+//! command line and the node set ([`NodeSpec`]s, in the relay's order). For every request the
+//! relay passes one [`NodeState`] per node, in that same order, and the balancer answers with
+//! an index into the slice.
+//!
+//! | name                | chooses                               | weights    | `in_flight` | `key`   |
+//! |---------------------|---------------------------------------|------------|-------------|---------|
+//! | `round-robin`       | healthy nodes in turn                 | ignored    | ignored     | ignored |
+//! | `random`            | uniformly among healthy nodes         | ignored    | ignored     | ignored |
+//! | `weighted`          | smooth weighted round-robin, as nginx | share      | ignored     | ignored |
+//! | `least-connections` | fewest requests in flight             | ignored    | used        | ignored |
+//! | `consistent-hash`   | the key's owner on a hash ring        | ring share | ignored     | used    |
+//! | `p2c`               | the less loaded of two random nodes   | ignored    | used        | ignored |
+//!
+//! Rules every strategy follows:
+//!
+//! - **Never an unhealthy node.** A node with `healthy == false` is never picked. On a retry
+//!   the relay clears `healthy` on nodes already tried, so "unhealthy" also means "excluded".
+//! - **`None` means nobody is eligible**: no nodes, or none healthy.
+//! - **A slice of the wrong length does not panic.** A balancer considers only the first
+//!   `min(nodes.len(), specs.len())` entries: an entry missing from the slice counts as
+//!   unhealthy, and an entry beyond the specs it was built with is unknown to it and never
+//!   picked. The relay rebuilds the balancer whenever the node set changes, so this only
+//!   covers the moment in between.
+//! - **No sockets, clock or globals.** A balancer's choices depend only on its construction,
+//!   its seed, the slices it has been shown and the order of picks, so tests can assert exact
+//!   sequences. `pick` runs concurrently through `&self`; state lives in atomics, or in a
+//!   `Mutex` where one pick must update several values together (`weighted`).
+//!
+//! Load is read from [`NodeState::in_flight`], which the relay fills from per-node counters
+//! kept by [`InFlight`] guards. The counter belongs to the node, not the balancer, so the
+//! count stays right while a balancer is rebuilt or the strategy switched mid-request.
+
+mod consistent_hash;
+mod least_connections;
+mod p2c;
+mod random;
+mod round_robin;
+mod weighted;
+
+pub use consistent_hash::ConsistentHash;
+pub use least_connections::LeastConnections;
+pub use p2c::PowerOfTwoChoices;
+pub use random::Random;
+pub use round_robin::RoundRobin;
+pub use weighted::SmoothWeighted;
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// What a balancer is built from: the node set, in the relay's order. Rebuilt whenever the set
+/// or weights change.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    /// The node's unique name; `consistent-hash` places the node on its ring by this name, so
+    /// keys follow the name rather than the position in the list.
+    pub name: String,
+    /// Relative share of traffic for `weighted` and of the ring for `consistent-hash`;
+    /// 0 means "no traffic while another node can take it". Other strategies ignore it.
+    pub weight: u32,
+}
+
+/// What a balancer sees of each node at pick time (same order and length as the specs it was
+/// built with).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeState {
+    /// False if the node is down or already tried for this request: never pick it.
+    pub healthy: bool,
+    /// Requests currently being served by the node (see [`InFlight`]).
+    pub in_flight: u64,
+}
+
+/// A load-balancing strategy.
+pub trait Balancer: Send + Sync {
+    /// The CLI name, one of [`NAMES`].
+    fn name(&self) -> &'static str;
+
+    /// Index of the chosen node, or None if no node is eligible. Never picks a node with
+    /// healthy == false.
+    ///
+    /// `key` is the routing key (the booking id from the path), used by consistent-hash only.
+    /// `nodes` should have one entry per spec the balancer was built with; if it has fewer,
+    /// the missing nodes count as unhealthy, and entries beyond the spec count are never
+    /// picked.
+    fn pick(&self, nodes: &[NodeState], key: Option<&str>) -> Option<usize>;
+}
+
+/// Every strategy's CLI name, in the order `--help` lists them.
+pub const NAMES: [&str; 6] = [
+    RoundRobin::NAME,
+    Random::NAME,
+    SmoothWeighted::NAME,
+    LeastConnections::NAME,
+    ConsistentHash::NAME,
+    PowerOfTwoChoices::NAME,
+];
+
+/// The error for a strategy name that is not one of [`NAMES`]; holds the name given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownBalancer(pub String);
+
+impl fmt::Display for UnknownBalancer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown balancer '{}' (expected one of: {})",
+            self.0,
+            NAMES.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownBalancer {}
+
+/// Builds the strategy called `name` for `specs`. `seed` drives the strategies that draw
+/// random numbers (`random`, `p2c`), so a fixed seed replays the same choices; the others
+/// ignore it.
+///
+/// # Errors
+/// [`UnknownBalancer`] if `name` is not one of [`NAMES`] (matching is exact and
+/// case-sensitive); its message lists the valid names, ready to show on the command line.
+pub fn by_name(
+    name: &str,
+    specs: &[NodeSpec],
+    seed: u64,
+) -> Result<Box<dyn Balancer>, UnknownBalancer> {
+    Ok(match name {
+        RoundRobin::NAME => Box::new(RoundRobin::new(specs)),
+        Random::NAME => Box::new(Random::new(specs, seed)),
+        SmoothWeighted::NAME => Box::new(SmoothWeighted::new(specs)),
+        LeastConnections::NAME => Box::new(LeastConnections::new(specs)),
+        ConsistentHash::NAME => Box::new(ConsistentHash::new(specs)),
+        PowerOfTwoChoices::NAME => Box::new(PowerOfTwoChoices::new(specs, seed)),
+        _ => return Err(UnknownBalancer(name.to_owned())),
+    })
+}
+
+/// Counts a request in flight on a node for as long as it lives (decrements on Drop), so counts
+/// stay right across a change of node list or strategy: the counter lives with the node, not
+/// the balancer.
+///
+/// Create it when the request is handed to the node and keep it until the response is done;
+/// it may be moved to whichever thread finishes the request.
+#[derive(Debug)]
+#[must_use = "the request counts as in flight only while the guard is alive"]
+pub struct InFlight {
+    counter: Arc<AtomicU64>,
+}
+
+impl InFlight {
+    /// Adds one to `counter` until the returned guard is dropped.
+    pub fn enter(counter: &Arc<AtomicU64>) -> InFlight {
+        // Relaxed: the count is a load hint read by balancers, and orders no other memory.
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight {
+            counter: Arc::clone(counter),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The entries of `nodes` a balancer built for `built` specs may choose from (see the module
+/// rules: missing entries cannot be picked, extra entries are unknown).
+fn known(nodes: &[NodeState], built: usize) -> &[NodeState] {
+    &nodes[..nodes.len().min(built)]
+}
+
+fn healthy_count(nodes: &[NodeState]) -> usize {
+    nodes.iter().filter(|node| node.healthy).count()
+}
+
+/// Index of the `rank`-th healthy node (counting from 0, in slice order).
+fn nth_healthy(nodes: &[NodeState], rank: usize) -> Option<usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, node)| node.healthy)
+        .nth(rank)
+        .map(|(index, _)| index)
+}
+
+/// A turn counter shared by concurrent picks: each pick takes a distinct ticket with one
+/// `fetch_add`, so no two picks share a turn and none waits.
+#[derive(Debug, Default)]
+struct Turns(AtomicU64);
+
+impl Turns {
+    fn next_ticket(&self) -> u64 {
+        // Relaxed: only the ticket's uniqueness matters, which atomicity alone guarantees.
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The next healthy node in rotation.
+    ///
+    /// The ticket chooses among the *healthy* nodes (ticket mod healthy count) rather than
+    /// choosing a slot and walking forward past down nodes: walking would hand every turn of a
+    /// down node to its successor and double that node's share.
+    fn next_healthy(&self, nodes: &[NodeState]) -> Option<usize> {
+        let healthy = healthy_count(nodes);
+        if healthy == 0 {
+            return None;
+        }
+        let rank = self.next_ticket() % healthy as u64;
+        nth_healthy(nodes, rank as usize)
+    }
+}
+
+/// Helpers shared by the strategies' tests.
+#[cfg(test)]
+mod testing {
+    use super::{Balancer, NodeSpec, NodeState};
+
+    /// Specs named `node-0`, `node-1`, ... with the given weights.
+    pub fn weighted_specs(weights: &[u32]) -> Vec<NodeSpec> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| NodeSpec {
+                name: format!("node-{i}"),
+                weight,
+            })
+            .collect()
+    }
+
+    /// `count` specs of weight 1.
+    pub fn specs(count: usize) -> Vec<NodeSpec> {
+        weighted_specs(&vec![1; count])
+    }
+
+    /// Specs with the given names and weight 1.
+    pub fn named_specs(names: &[&str]) -> Vec<NodeSpec> {
+        names
+            .iter()
+            .map(|name| NodeSpec {
+                name: (*name).to_owned(),
+                weight: 1,
+            })
+            .collect()
+    }
+
+    /// `count` healthy, idle nodes.
+    pub fn healthy(count: usize) -> Vec<NodeState> {
+        vec![
+            NodeState {
+                healthy: true,
+                in_flight: 0,
+            };
+            count
+        ]
+    }
+
+    /// `count` idle nodes, of which those at `down` are unhealthy.
+    pub fn with_down(count: usize, down: &[usize]) -> Vec<NodeState> {
+        let mut nodes = healthy(count);
+        for &index in down {
+            nodes[index].healthy = false;
+        }
+        nodes
+    }
+
+    /// Healthy nodes with the given in-flight counts.
+    pub fn loaded(in_flight: &[u64]) -> Vec<NodeState> {
+        in_flight
+            .iter()
+            .map(|&in_flight| NodeState {
+                healthy: true,
+                in_flight,
+            })
+            .collect()
+    }
+
+    /// The first `picks` choices without a key, panicking if any pick finds no node.
+    pub fn sequence(balancer: &dyn Balancer, nodes: &[NodeState], picks: usize) -> Vec<usize> {
+        (0..picks)
+            .map(|_| balancer.pick(nodes, None).expect("a node is eligible"))
+            .collect()
+    }
+
+    /// How many of `picks` keyless choices went to each node.
+    pub fn tally(balancer: &dyn Balancer, nodes: &[NodeState], picks: usize) -> Vec<usize> {
+        let mut counts = vec![0; nodes.len()];
+        for index in sequence(balancer, nodes, picks) {
+            counts[index] += 1;
+        }
+        counts
+    }
+
+    /// Asserts each count is within `tolerance` (a fraction, e.g. 0.05 for ±5%) of its
+    /// expected count.
+    pub fn assert_within(counts: &[usize], expected: &[f64], tolerance: f64) {
+        for (index, (&count, &want)) in counts.iter().zip(expected).enumerate() {
+            let error = (count as f64 - want).abs();
+            assert!(
+                error <= want * tolerance,
+                "node {index} got {count}, expected {want} ± {:.0}%: {counts:?}",
+                tolerance * 100.0
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{healthy, specs, with_down};
+    use super::*;
+    use std::thread;
+
+    fn every_strategy(specs: &[NodeSpec]) -> Vec<Box<dyn Balancer>> {
+        NAMES
+            .iter()
+            .map(|name| by_name(name, specs, 7).expect("every listed name builds"))
+            .collect()
+    }
+
+    /// Alternates keyless and keyed picks so consistent-hash exercises both paths.
+    fn key_for(i: usize) -> Option<String> {
+        (i % 2 == 1).then(|| format!("booking-{i}"))
+    }
+
+    #[test]
+    fn by_name_builds_every_listed_strategy_under_its_own_name() {
+        for name in NAMES {
+            let balancer = by_name(name, &specs(3), 1).expect("listed name");
+            assert_eq!(balancer.name(), name);
+        }
+    }
+
+    #[test]
+    fn by_name_rejects_unknown_names_listing_the_valid_ones() {
+        let error = by_name("fastest", &specs(3), 1)
+            .err()
+            .expect("unknown name");
+        assert_eq!(error, UnknownBalancer("fastest".to_owned()));
+        assert_eq!(
+            error.to_string(),
+            "unknown balancer 'fastest' (expected one of: round-robin, random, weighted, \
+             least-connections, consistent-hash, p2c)"
+        );
+        assert!(
+            by_name("Round-Robin", &specs(3), 1).is_err(),
+            "names are exact"
+        );
+        assert!(by_name("", &specs(3), 1).is_err());
+    }
+
+    #[test]
+    fn no_strategy_ever_picks_an_unhealthy_node() {
+        let nodes = with_down(3, &[1]);
+        for balancer in every_strategy(&specs(3)) {
+            for i in 0..10_000 {
+                let picked = balancer.pick(&nodes, key_for(i).as_deref());
+                assert!(
+                    matches!(picked, Some(0 | 2)),
+                    "{} picked {picked:?}",
+                    balancer.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_strategy_returns_none_when_no_node_is_healthy() {
+        let nodes = with_down(3, &[0, 1, 2]);
+        for balancer in every_strategy(&specs(3)) {
+            for i in 0..100 {
+                assert_eq!(
+                    balancer.pick(&nodes, key_for(i).as_deref()),
+                    None,
+                    "{}",
+                    balancer.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_strategy_returns_none_for_an_empty_node_list() {
+        for built_for in [0, 3] {
+            for balancer in every_strategy(&specs(built_for)) {
+                assert_eq!(balancer.pick(&[], None), None, "{}", balancer.name());
+                assert_eq!(balancer.pick(&[], Some("k")), None, "{}", balancer.name());
+            }
+        }
+        // Built for no nodes, a balancer knows none to pick, whatever it is shown.
+        for balancer in every_strategy(&specs(0)) {
+            assert_eq!(
+                balancer.pick(&healthy(3), Some("k")),
+                None,
+                "{}",
+                balancer.name()
+            );
+        }
+    }
+
+    #[test]
+    fn a_shorter_node_list_counts_missing_nodes_as_unhealthy() {
+        for balancer in every_strategy(&specs(4)) {
+            for i in 0..1000 {
+                let picked = balancer.pick(&healthy(2), key_for(i).as_deref());
+                assert!(
+                    matches!(picked, Some(0 | 1)),
+                    "{} picked {picked:?}",
+                    balancer.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_longer_node_list_never_yields_an_unknown_node() {
+        for balancer in every_strategy(&specs(2)) {
+            for i in 0..1000 {
+                let picked = balancer.pick(&healthy(5), key_for(i).as_deref());
+                assert!(
+                    matches!(picked, Some(0 | 1)),
+                    "{} picked {picked:?}",
+                    balancer.name()
+                );
+            }
+            assert_eq!(
+                balancer.pick(&with_down(5, &[0, 1]), Some("k")),
+                None,
+                "{}: only unknown nodes are healthy",
+                balancer.name()
+            );
+        }
+    }
+
+    #[test]
+    fn balancers_can_be_shared_across_threads() {
+        let nodes = healthy(3);
+        for balancer in every_strategy(&specs(3)) {
+            let balancer: Arc<dyn Balancer> = Arc::from(balancer);
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let balancer = Arc::clone(&balancer);
+                    let nodes = nodes.clone();
+                    thread::spawn(move || {
+                        (0..1000).all(|i| balancer.pick(&nodes, key_for(i).as_deref()).is_some())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                assert!(handle.join().expect("picking thread panicked"));
+            }
+        }
+    }
+
+    #[test]
+    fn in_flight_guard_counts_while_alive() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let first = InFlight::enter(&counter);
+        let second = InFlight::enter(&counter);
+        assert_eq!(counter.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+        drop(second);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn in_flight_guard_decrements_on_the_thread_that_drops_it() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let guard = InFlight::enter(&counter);
+        thread::spawn(move || drop(guard))
+            .join()
+            .expect("dropping thread panicked");
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn in_flight_guards_balance_under_concurrency() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let counter = Arc::clone(&counter);
+                thread::spawn(move || {
+                    for _ in 0..1000 {
+                        let _guard = InFlight::enter(&counter);
+                        assert!(counter.load(Ordering::Relaxed) >= 1);
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("counting thread panicked");
+        }
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn in_flight_count_outlives_the_balancer() {
+        // The counter belongs to the node: replacing the strategy mid-request keeps the count.
+        let counter = Arc::new(AtomicU64::new(0));
+        let balancer = by_name("least-connections", &specs(1), 0).expect("listed name");
+        let guard = InFlight::enter(&counter);
+        drop(balancer);
+        let _replacement = by_name("p2c", &specs(1), 0).expect("listed name");
+        assert_eq!(counter.load(Ordering::Relaxed), 1);
+        drop(guard);
+        assert_eq!(counter.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn turns_rotate_evenly_over_healthy_nodes_only() {
+        let turns = Turns::default();
+        let nodes = with_down(4, &[1]);
+        let picks: Vec<_> = (0..6).map(|_| turns.next_healthy(&nodes)).collect();
+        assert_eq!(picks, [0, 2, 3, 0, 2, 3].map(Some));
+    }
+}

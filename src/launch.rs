@@ -6,6 +6,7 @@ use crate::cli::{NodeArgs, RelayConfig};
 use crate::names::{random_name, NameGenerator};
 use crate::node::{Node, NodeConfig, NodeServer};
 use crate::rand::Rng;
+use crate::relay::RelayServer;
 use crate::store::Store;
 use std::fmt;
 use std::io;
@@ -66,7 +67,7 @@ pub fn run_node(args: &NodeArgs) -> Result<(), LaunchError> {
         .clone()
         .unwrap_or_else(|| random_name(&mut Rng::from_entropy()));
     let seeded = prepare_database(&args.db, args.seed)?;
-    let listener = bind(&args.listen)?;
+    let listener = bind(&listen_address(&args.listen))?;
     let config = NodeConfig {
         name: name.clone(),
         db: args.db.clone(),
@@ -108,16 +109,40 @@ pub fn spawn_nodes(config: &RelayConfig) -> Result<Vec<NodeServer>, LaunchError>
     Ok(servers)
 }
 
-/// The default command. Until the relay lands, it starts the node threads
-/// and says where to reach them.
+/// Spawns the node threads and starts a relay over them and the backends.
+pub fn start_relay(config: &RelayConfig) -> Result<RelayServer, LaunchError> {
+    // Bind first: a port in use should fail before nodes or data are touched.
+    let listener = bind(&listen_address(&config.listen))?;
+    let nodes = if config.nodes > 0 {
+        spawn_nodes(config)?
+    } else {
+        Vec::new()
+    };
+    RelayServer::start(config, listener, nodes)
+}
+
+/// The default command: relay + node threads in the foreground.
 pub fn run_relay(config: &RelayConfig) -> Result<(), LaunchError> {
-    let servers = spawn_nodes(config)?;
-    for server in &servers {
-        println!("node {} at {}", server.node().name(), server.addr());
+    let relay = start_relay(config)?;
+    let topology = relay.relay().topology();
+    for backend in &topology.backends {
+        println!("node {} at {}", backend.name(), backend.addr);
     }
-    println!("the relay is not built yet: send requests to a node address above");
-    if let Some(first) = servers.into_iter().next() {
-        first.wait();
-    }
+    println!(
+        "relay listening on {} (balancer {})",
+        relay.addr(),
+        topology.balancer.name()
+    );
+    drop(topology);
+    relay.wait();
     Ok(())
+}
+
+/// `:PORT` means loopback: the relay is reachable from this machine only
+/// unless an interface is named (e.g. `0.0.0.0:8080`).
+pub fn listen_address(text: &str) -> String {
+    match text.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => text.to_string(),
+    }
 }

@@ -18,6 +18,7 @@
 //! |---|---|
 //! | [`cli`] | argv to configuration, help text |
 //! | [`http`] | request parsing, response writing, one connection's loop |
+//! | [`relay`] | accept, forward over pooled connections, health, `/_relay/*` |
 //! | [`node`] | the node server and its booking routes |
 //! | [`booking`] | the booking record and its field rules (pure) |
 //! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log |
@@ -36,6 +37,7 @@ pub mod launch;
 pub mod names;
 pub mod node;
 pub mod rand;
+pub mod relay;
 pub mod sample;
 pub mod store;
 pub mod temp_dir;

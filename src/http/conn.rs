@@ -11,16 +11,13 @@
 //! The loop knows no routes and no balancing; nodes and the relay both plug in
 //! through [`Handler`].
 
+use super::buffer::InputBuffer;
 use super::parse::{parse_request_head, ChunkedDecoder, Status};
 use super::write::{write_response, CONTINUE};
 use super::{Error, Framing, Request, Response, Version, BODY_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-
-/// How much we try to read per `read` call. One call usually brings a whole
-/// request; larger bodies grow the buffer as needed.
-const READ_CHUNK_BYTES: usize = 8 * 1024;
 
 /// Answers queued for a client that pipelines without reading are written out
 /// once they pass this size, so a client cannot make us buffer without bound.
@@ -273,91 +270,4 @@ fn is_timeout(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
-}
-
-/// Bytes read from the socket and not yet parsed. Reads go into spare capacity
-/// at the end; consumed bytes at the front are dropped by moving the rest down
-/// only when room is needed, so pipelined requests are not copied per request.
-struct InputBuffer {
-    bytes: Vec<u8>,
-    start: usize,
-    end: usize,
-}
-
-impl InputBuffer {
-    fn new() -> InputBuffer {
-        InputBuffer {
-            bytes: Vec::new(),
-            start: 0,
-            end: 0,
-        }
-    }
-
-    fn data(&self) -> &[u8] {
-        &self.bytes[self.start..self.end]
-    }
-
-    fn len(&self) -> usize {
-        self.end - self.start
-    }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        debug_assert!(self.start <= self.end);
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-    }
-
-    fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
-        if self.bytes.len() - self.end < READ_CHUNK_BYTES {
-            if self.start > 0 {
-                self.bytes.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
-            }
-            if self.bytes.len() - self.end < READ_CHUNK_BYTES {
-                let grown = (self.end + READ_CHUNK_BYTES).max(self.bytes.len() * 2);
-                self.bytes.resize(grown, 0);
-            }
-        }
-        let n = source.read(&mut self.bytes[self.end..])?;
-        self.end += n;
-        Ok(n)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn input_buffer_keeps_unconsumed_bytes_across_reads() {
-        let mut buffer = InputBuffer::new();
-        let mut source: &[u8] = b"hello world";
-        assert_eq!(buffer.read_from(&mut source).expect("read"), 11);
-        buffer.consume(6);
-        assert_eq!(buffer.data(), b"world");
-        let mut more: &[u8] = b"!";
-        buffer.read_from(&mut more).expect("read");
-        assert_eq!(buffer.data(), b"world!");
-        buffer.consume(6);
-        assert!(buffer.is_empty());
-    }
-
-    #[test]
-    fn input_buffer_grows_for_large_bodies() {
-        let mut buffer = InputBuffer::new();
-        let big = vec![7u8; 100_000];
-        let mut source: &[u8] = &big;
-        while buffer.len() < big.len() {
-            assert!(buffer.read_from(&mut source).expect("read") > 0);
-        }
-        assert_eq!(buffer.data(), big.as_slice());
-    }
 }

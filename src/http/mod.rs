@@ -13,8 +13,10 @@
 //! This file holds the shared types: [`Request`], [`Response`] and [`Error`], whose
 //! every variant carries its status code and a sentence a person can act on.
 
+pub mod buffer;
 pub mod conn;
 pub mod parse;
+pub mod server;
 pub mod write;
 
 use std::time::Duration;
@@ -129,6 +131,11 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Close the connection after this response, whatever the client asked.
     pub close: bool,
+    /// A head passed through from elsewhere (the relay forwarding a node's
+    /// answer): status line and headers, each line ending in CRLF, framing
+    /// headers included. When set, it is written instead of `status` and
+    /// `headers`; only `Connection` and the blank line are added.
+    pub raw_head: Option<Vec<u8>>,
 }
 
 impl Response {
@@ -138,6 +145,15 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
+            raw_head: None,
+        }
+    }
+
+    /// A response whose head was built elsewhere; see [`Response::raw_head`].
+    pub fn passthrough(status: u16, raw_head: Vec<u8>, body: Vec<u8>) -> Response {
+        Response {
+            raw_head: Some(raw_head),
+            ..Response::new(status).with_body(body)
         }
     }
 
@@ -197,6 +213,8 @@ pub enum Error {
     BodyTooLarge,
     HeadTimeout,
     BodyTimeout,
+    /// A response (from a node) whose status line is not HTTP/1.x NNN.
+    StatusLine,
 }
 
 impl Error {
@@ -206,6 +224,7 @@ impl Error {
             Error::HeadTooLarge | Error::TooManyHeaders => 431,
             Error::BodyTooLarge => 413,
             Error::HeadTimeout | Error::BodyTimeout => 408,
+            Error::StatusLine => 502,
             _ => 400,
         }
     }
@@ -237,6 +256,7 @@ impl Error {
             Error::BodyTooLarge => "the request body must be at most 1 MiB (1048576 bytes)",
             Error::HeadTimeout => "the request head did not arrive within 10 seconds",
             Error::BodyTimeout => "the request body stopped arriving for 10 seconds",
+            Error::StatusLine => "the node answered with a malformed status line",
         }
     }
 

@@ -236,6 +236,138 @@ fn parse_content_length(text: &str) -> Result<u64, Error> {
     text.parse::<u64>().map_err(|_| Error::ContentLength)
 }
 
+/// Longest response head the relay accepts from a node or backend.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// How a response body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body: the answer to `HEAD`, or status 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Neither length nor chunked: the body ends when the server closes.
+    UntilClose,
+}
+
+/// A parsed response head, as the relay reads it from a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// The status line as sent, without its line ending, passed on unchanged.
+    pub status_line: String,
+    pub headers: Vec<Header>,
+    pub framing: ResponseFraming,
+    /// The server will close after this response (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive).
+    pub closes: bool,
+}
+
+/// Parses a response head at the start of `buf`. `to_head` says the request
+/// was `HEAD`, whose answer never has a body whatever its headers say.
+pub fn parse_response_head(
+    buf: &[u8],
+    to_head: bool,
+) -> Result<Status<(ResponseHead, usize)>, Error> {
+    let Some((line, mut pos)) = next_line(buf, 0) else {
+        return if buf.len() > MAX_RESPONSE_HEAD_BYTES {
+            Err(Error::HeadTooLarge)
+        } else {
+            Ok(Status::Partial)
+        };
+    };
+    let (version, status) = parse_status_line(line)?;
+    let mut headers = Vec::new();
+    loop {
+        let Some((line, next)) = next_line(buf, pos) else {
+            return if buf.len() > MAX_RESPONSE_HEAD_BYTES {
+                Err(Error::HeadTooLarge)
+            } else {
+                Ok(Status::Partial)
+            };
+        };
+        if next > MAX_RESPONSE_HEAD_BYTES {
+            return Err(Error::HeadTooLarge);
+        }
+        pos = next;
+        if line.is_empty() {
+            break;
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(Error::TooManyHeaders);
+        }
+        headers.push(parse_header_line(line)?);
+    }
+    let connection = |token: &str| {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .any(|h| has_token(&h.value, token))
+    };
+    let closes = connection("close") || (version == Version::Http10 && !connection("keep-alive"));
+    let framing = if to_head || (100..200).contains(&status) || status == 204 || status == 304 {
+        ResponseFraming::Empty
+    } else {
+        response_framing(&headers)?
+    };
+    let head = ResponseHead {
+        status,
+        status_line: String::from_utf8_lossy(line).into_owned(),
+        headers,
+        framing,
+        closes,
+    };
+    Ok(Status::Complete((head, pos)))
+}
+
+fn parse_status_line(line: &[u8]) -> Result<(Version, u16), Error> {
+    let version = match line.get(..9) {
+        Some(b"HTTP/1.1 ") => Version::Http11,
+        Some(b"HTTP/1.0 ") => Version::Http10,
+        _ => return Err(Error::StatusLine),
+    };
+    let code = line.get(9..12).ok_or(Error::StatusLine)?;
+    if !code.iter().all(u8::is_ascii_digit) || !matches!(line.get(12), None | Some(b' ')) {
+        return Err(Error::StatusLine);
+    }
+    if line.iter().any(|&b| b < 0x20 && b != b'\t') {
+        return Err(Error::StatusLine);
+    }
+    let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(100..=599).contains(&status) {
+        return Err(Error::StatusLine);
+    }
+    Ok((version, status))
+}
+
+fn response_framing(headers: &[Header]) -> Result<ResponseFraming, Error> {
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    for header in headers {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            for part in header.value.split(',') {
+                let value = parse_content_length(part.trim())?;
+                match length {
+                    Some(previous) if previous != value => return Err(Error::ConflictingLength),
+                    _ => length = Some(value),
+                }
+            }
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Chunked only counts as the final coding; anything else runs to close.
+            let last = header.value.rsplit(',').next().unwrap_or("").trim();
+            chunked = Some(last.eq_ignore_ascii_case("chunked"));
+        }
+    }
+    Ok(match (chunked, length) {
+        (Some(_), Some(_)) => return Err(Error::LengthAndChunked),
+        (Some(true), None) => ResponseFraming::Chunked,
+        (Some(false), None) => ResponseFraming::UntilClose,
+        (None, Some(0)) => ResponseFraming::Empty,
+        (None, Some(n)) => ResponseFraming::Length(n),
+        (None, None) => ResponseFraming::UntilClose,
+    })
+}
+
 /// Decodes a `Transfer-Encoding: chunked` body incrementally.
 ///
 /// Feed it whatever bytes have arrived; it consumes what it can and keeps its
@@ -246,6 +378,7 @@ pub struct ChunkedDecoder {
     state: ChunkState,
     body: Vec<u8>,
     trailer_bytes: usize,
+    max_body_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,11 +397,18 @@ impl Default for ChunkedDecoder {
 }
 
 impl ChunkedDecoder {
+    /// A decoder for request bodies, limited to [`MAX_BODY_BYTES`].
     pub fn new() -> ChunkedDecoder {
+        ChunkedDecoder::with_limit(MAX_BODY_BYTES as u64)
+    }
+
+    /// A decoder that refuses bodies over `max_body_bytes`.
+    pub fn with_limit(max_body_bytes: u64) -> ChunkedDecoder {
         ChunkedDecoder {
             state: ChunkState::Size,
             body: Vec::new(),
             trailer_bytes: 0,
+            max_body_bytes,
         }
     }
 
@@ -291,7 +431,7 @@ impl ChunkedDecoder {
                         return Err(Error::ChunkSize);
                     }
                     let size = parse_chunk_size(line)?;
-                    if self.body.len() as u64 + size > MAX_BODY_BYTES as u64 {
+                    if self.body.len() as u64 + size > self.max_body_bytes {
                         return Err(Error::BodyTooLarge);
                     }
                     pos = next;
@@ -767,6 +907,79 @@ mod tests {
             let response = e.response();
             assert!(response.close);
             assert!(String::from_utf8_lossy(&response.body).starts_with("{\"error\":\""));
+        }
+    }
+
+    fn response(input: &[u8], to_head: bool) -> (ResponseHead, usize) {
+        match parse_response_head(input, to_head) {
+            Ok(Status::Complete(done)) => done,
+            other => panic!("expected a complete response head, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn response_heads_frame_as_rfc_9112_says() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Node: a\r\n\r\nhello";
+        let (head, used) = response(ok, false);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.status_line, "HTTP/1.1 200 OK");
+        assert_eq!(head.framing, ResponseFraming::Length(5));
+        assert_eq!(&ok[used..], b"hello");
+        assert!(!head.closes);
+        // HEAD, 1xx, 204 and 304 have no body whatever the headers say.
+        assert_eq!(response(ok, true).0.framing, ResponseFraming::Empty);
+        for status in ["100 Continue", "204 No Content", "304 Not Modified"] {
+            let input = format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\n");
+            assert_eq!(
+                response(input.as_bytes(), false).0.framing,
+                ResponseFraming::Empty
+            );
+        }
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(response(chunked, false).0.framing, ResponseFraming::Chunked);
+        let gzip = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
+        assert_eq!(response(gzip, false).0.framing, ResponseFraming::UntilClose);
+        let bare = b"HTTP/1.0 200 OK\n\n";
+        let (head, _) = response(bare, false);
+        assert_eq!(head.framing, ResponseFraming::UntilClose);
+        assert!(head.closes);
+        let close = b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+        let (head, _) = response(close, false);
+        assert!(head.closes);
+        assert_eq!(head.framing, ResponseFraming::Empty);
+        // A reason phrase is optional.
+        assert_eq!(response(b"HTTP/1.1 503\r\n\r\n", false).0.status, 503);
+    }
+
+    #[test]
+    fn every_prefix_of_a_response_head_is_partial() {
+        let input = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n";
+        for end in 0..input.len() {
+            assert_eq!(
+                parse_response_head(&input[..end], false),
+                Ok(Status::Partial),
+                "{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_response_heads_are_rejected() {
+        let cases: [&[u8]; 7] = [
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 20 OK\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/1.1 099 Low\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ];
+        for input in cases {
+            assert!(
+                parse_response_head(input, false).is_err(),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

@@ -25,6 +25,15 @@ pub fn write_response(
     head_only: bool,
     close: bool,
 ) {
+    if let Some(raw_head) = &response.raw_head {
+        out.extend_from_slice(raw_head);
+        write_connection(out, version, close);
+        out.extend_from_slice(b"\r\n");
+        if status_has_body(response.status) && !head_only {
+            out.extend_from_slice(&response.body);
+        }
+        return;
+    }
     let mut head = String::with_capacity(128 + response.headers.len() * 32);
     let _ = write!(
         head,
@@ -42,15 +51,19 @@ pub fn write_response(
     if has_body {
         let _ = write!(head, "Content-Length: {}\r\n", response.body.len());
     }
-    if close {
-        head.push_str("Connection: close\r\n");
-    } else if version == Version::Http10 {
-        head.push_str("Connection: keep-alive\r\n");
-    }
-    head.push_str("\r\n");
     out.extend_from_slice(head.as_bytes());
+    write_connection(out, version, close);
+    out.extend_from_slice(b"\r\n");
     if has_body && !head_only {
         out.extend_from_slice(&response.body);
+    }
+}
+
+fn write_connection(out: &mut Vec<u8>, version: Version, close: bool) {
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
 }
 
@@ -100,6 +113,20 @@ mod tests {
         assert!(written(&response, Version::Http10, false, false)
             .contains("Connection: keep-alive\r\n"));
         assert!(!written(&response, Version::Http11, false, false).contains("Connection"));
+    }
+
+    #[test]
+    fn passthrough_heads_are_written_as_given_plus_connection() {
+        let raw = b"HTTP/1.1 200 OK\r\nX-Node: n\r\nContent-Length: 2\r\n".to_vec();
+        let response = Response::passthrough(200, raw, b"{}".to_vec());
+        assert_eq!(
+            written(&response, Version::Http11, false, true),
+            "HTTP/1.1 200 OK\r\nX-Node: n\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
+        );
+        assert_eq!(
+            written(&response, Version::Http11, true, false),
+            "HTTP/1.1 200 OK\r\nX-Node: n\r\nContent-Length: 2\r\n\r\n"
+        );
     }
 
     #[test]

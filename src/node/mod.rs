@@ -2,13 +2,9 @@
 //! shared SQLite database. It runs as a thread set inside the relay process or
 //! alone as `bookrelay node`; it knows nothing of the relay.
 //!
-//! **One thread per connection.** The project's design card is blocking std
-//! sockets, no async runtime. A thread per connection is the plainest form of
-//! that: a slow client or a slow SQLite write holds up only its own
-//! connection, the code reads top to bottom, and the kernel does the
-//! scheduling. Threads get small stacks ([`CONNECTION_STACK_BYTES`]) so that
-//! thousands of idle keep-alive connections cost little memory; a bounded pool
-//! would instead make the thousand-and-first client wait for a free thread.
+//! **One thread per connection** ([`crate::http::server`] says why), each
+//! with a [`CONNECTION_STACK_BYTES`] stack: a slow SQLite write holds up only
+//! its own connection.
 //!
 //! **Coherence.** Before every cached read the node polls the store's change
 //! feed (one `PRAGMA data_version`, a shared-memory read) and drops the ids any
@@ -18,17 +14,17 @@
 pub mod routes;
 
 use crate::cache::{Cache, Lookup};
-use crate::http::conn::{self, Handler};
+use crate::http::conn::Handler;
+use crate::http::server::Server;
 use crate::http::{Request, Response};
 use crate::json;
 use crate::store::{self, ChangeFeed, Changes, Store};
-use std::collections::HashMap;
 use std::io;
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
 /// Stack of each connection thread. Parsing and SQLite's statement execution
@@ -161,51 +157,19 @@ impl Handler for Node {
 /// A running node server. Dropping it or calling [`NodeServer::kill`] stops it.
 pub struct NodeServer {
     node: Arc<Node>,
-    addr: SocketAddr,
-    shared: Arc<ServerShared>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-/// What the acceptor and the killer share: the stop flag and every open
-/// client socket, so a kill can cut them all like a crash would.
-struct ServerShared {
-    stopping: AtomicBool,
-    connections: Mutex<HashMap<u64, TcpStream>>,
-    next_connection: AtomicU64,
-}
-
-impl ServerShared {
-    fn connections(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
-        self.connections.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    server: Server,
 }
 
 impl NodeServer {
-    /// Serves `node` on `listener` from a new acceptor thread.
+    /// Serves `node` on `listener`.
     pub fn start(node: Arc<Node>, listener: TcpListener) -> io::Result<NodeServer> {
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(ServerShared {
-            stopping: AtomicBool::new(false),
-            connections: Mutex::new(HashMap::new()),
-            next_connection: AtomicU64::new(0),
-        });
-        let acceptor = {
-            let node = Arc::clone(&node);
-            let shared = Arc::clone(&shared);
-            thread::Builder::new()
-                .name(format!("node-{}-accept", node.name))
-                .spawn(move || accept_loop(&listener, &node, &shared))?
-        };
-        Ok(NodeServer {
-            node,
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        })
+        let label = format!("node-{}", node.name);
+        let server = Server::start(listener, Arc::clone(&node), &label, CONNECTION_STACK_BYTES)?;
+        Ok(NodeServer { node, server })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     pub fn node(&self) -> &Arc<Node> {
@@ -213,91 +177,17 @@ impl NodeServer {
     }
 
     /// Stops abruptly, like a crash: the listener closes and every open
-    /// connection is cut, answered or not. The port is free again on return.
+    /// connection is cut. The port is free again on return.
     pub fn kill(&mut self) {
-        let Some(acceptor) = self.acceptor.take() else {
-            return;
-        };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the acceptor blocked in accept(); it sees the flag and returns,
-        // dropping the listener.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let _ = acceptor.join();
-        for (_, stream) in self.shared.connections().drain() {
-            let _ = stream.shutdown(Shutdown::Both);
-        }
+        self.server.kill();
     }
 
-    /// Blocks until the server is killed from another thread (the
-    /// foreground `bookrelay node` runs until its process is).
-    pub fn wait(mut self) {
-        if let Some(acceptor) = self.acceptor.take() {
-            let _ = acceptor.join();
-        }
+    /// Blocks until the server is killed from another thread.
+    pub fn wait(self) {
+        self.server.wait();
     }
 
     pub fn is_running(&self) -> bool {
-        self.acceptor.is_some()
-    }
-}
-
-impl Drop for NodeServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn accept_loop(listener: &TcpListener, node: &Arc<Node>, shared: &Arc<ServerShared>) {
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(error) => {
-                if shared.stopping.load(Ordering::SeqCst) {
-                    return;
-                }
-                // Out of file descriptors or similar: back off instead of spinning.
-                eprintln!("node {}: accept failed: {error}", node.name);
-                thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        match stream.try_clone() {
-            Ok(clone) => {
-                shared.connections().insert(id, clone);
-            }
-            Err(_) => continue,
-        }
-        let node = Arc::clone(node);
-        let worker_shared = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name(format!("node-{}-conn", node.name))
-            .stack_size(CONNECTION_STACK_BYTES)
-            .spawn(move || {
-                serve_guarded(stream, &node);
-                worker_shared.connections().remove(&id);
-            });
-        if spawned.is_err() {
-            // No thread to be had: the client is refused rather than queued.
-            if let Some(stream) = shared.connections().remove(&id) {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
-        }
-    }
-}
-
-/// Serves one connection; a panic in it ends that connection only.
-fn serve_guarded(stream: TcpStream, node: &Node) {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        conn::serve(stream, node);
-    }));
-    if outcome.is_err() {
-        eprintln!(
-            "node {}: a connection handler panicked; connection closed",
-            node.name
-        );
+        self.server.is_running()
     }
 }

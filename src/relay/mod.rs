@@ -1,0 +1,256 @@
+//! The relay: accepts client connections and hands each request to
+//! `/_relay/*` ([`admin`]) or to a node ([`forward`]). No SQL here.
+//!
+//! Client connections are served by [`crate::http::server`] (one thread each)
+//! and framed by [`crate::http::conn`], exactly as on a node; the relay is a
+//! [`Handler`] like a node is. Node connections are pooled per node
+//! ([`pool`]); a checker thread per node keeps its health current ([`health`]).
+//! The set of nodes and the balancer over them form one immutable
+//! [`backend::Topology`], swapped whole when either changes.
+
+pub mod admin;
+pub mod backend;
+pub mod forward;
+pub mod health;
+pub mod pool;
+
+use crate::cli::RelayConfig;
+use crate::http::conn::Handler;
+use crate::http::server::Server;
+use crate::http::{Request, Response};
+use crate::launch::LaunchError;
+use crate::node::NodeServer;
+use crate::rand::Rng;
+use backend::{Backend, Kind, Topology};
+use health::HealthState;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Stack of each client connection thread: the relay parses and copies, it
+/// recurses nowhere, so this is plenty.
+pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;
+
+/// The relay's shared state.
+pub struct Relay {
+    topology: RwLock<Arc<Topology>>,
+    access_log: bool,
+    stop: Arc<AtomicBool>,
+    checkers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Relay {
+    /// The current nodes and balancer.
+    pub fn topology(&self) -> Arc<Topology> {
+        Arc::clone(&self.topology.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Handler for Relay {
+    fn handle(&self, request: Request, peer: SocketAddr) -> Response {
+        let started = Instant::now();
+        let path = request.path();
+        let (response, node) = if path == "/_relay" || path.starts_with("/_relay/") {
+            (admin::handle(self, &request, peer), None)
+        } else {
+            forward::forward(&self.topology(), &request, peer)
+        };
+        if self.access_log {
+            eprintln!(
+                "{} {peer} {} {} {} {} {}us",
+                utc_timestamp(SystemTime::now()),
+                request.method,
+                request.target,
+                response.status,
+                node.map_or_else(|| "-".to_string(), |n| n.name()),
+                started.elapsed().as_micros()
+            );
+        }
+        response
+    }
+}
+
+/// A running relay. Dropping it stops the relay (not the node threads'
+/// sockets of other owners) and its checkers.
+pub struct RelayServer {
+    relay: Arc<Relay>,
+    server: Server,
+}
+
+impl RelayServer {
+    /// Starts a relay on `listener` over the spawned `nodes` plus the
+    /// config's `--backend` addresses. An external backend is checked once
+    /// first, to learn its name; one that does not answer starts marked down.
+    pub fn start(
+        config: &RelayConfig,
+        listener: TcpListener,
+        nodes: Vec<NodeServer>,
+    ) -> Result<RelayServer, LaunchError> {
+        let mut backends = Vec::with_capacity(nodes.len() + config.backends.len());
+        for server in nodes {
+            let name = server.node().name().to_string();
+            let addr = server.addr();
+            backends.push(Arc::new(Backend::new(
+                name,
+                addr,
+                Kind::Thread(Mutex::new(Some(server))),
+                HealthState::healthy(),
+            )));
+        }
+        for text in &config.backends {
+            let addr = resolve(text)?;
+            let backend = match health::check(addr) {
+                Ok(report) => {
+                    let name = report.name.clone().unwrap_or_else(|| addr.to_string());
+                    let backend = Backend::new(name, addr, Kind::External, HealthState::healthy());
+                    backend.learn(report);
+                    backend
+                }
+                Err(why) => {
+                    eprintln!("relay: backend {text} did not answer /health ({why}); it starts marked down");
+                    Backend::new(
+                        addr.to_string(),
+                        addr,
+                        Kind::External,
+                        HealthState::unhealthy(),
+                    )
+                }
+            };
+            backends.push(Arc::new(backend));
+        }
+        let weights = config
+            .weights
+            .clone()
+            .unwrap_or_else(|| vec![1; backends.len()]);
+        let topology = Topology::build(
+            backends,
+            weights,
+            &config.balancer,
+            Rng::from_entropy().next_u64(),
+        )
+        .map_err(|e| LaunchError(e.to_string()))?;
+        let relay = Arc::new(Relay {
+            topology: RwLock::new(Arc::new(topology)),
+            access_log: config.access_log,
+            stop: Arc::new(AtomicBool::new(false)),
+            checkers: Mutex::new(Vec::new()),
+        });
+        for backend in &relay.topology().backends {
+            let checker = health::spawn_checker(
+                Arc::clone(backend),
+                config.health_interval,
+                Arc::clone(&relay.stop),
+            )
+            .map_err(|e| LaunchError(format!("cannot start a health checker: {e}")))?;
+            relay
+                .checkers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(checker);
+        }
+        let server = Server::start(
+            listener,
+            Arc::clone(&relay),
+            "relay",
+            CONNECTION_STACK_BYTES,
+        )
+        .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
+        Ok(RelayServer { relay, server })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// Blocks until the relay is stopped from another thread.
+    pub fn wait(mut self) {
+        self.server.join();
+    }
+}
+
+impl Drop for RelayServer {
+    fn drop(&mut self) {
+        self.server.kill();
+        self.relay.stop.store(true, Ordering::SeqCst);
+        let checkers = std::mem::take(
+            &mut *self
+                .relay
+                .checkers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for checker in checkers {
+            checker.thread().unpark();
+            let _ = checker.join();
+        }
+        for backend in &self.relay.topology().backends {
+            backend.pool.clear();
+            if let Some(mut server) = backend.server() {
+                if let Some(server) = server.as_mut() {
+                    server.kill();
+                }
+            }
+        }
+    }
+}
+
+/// Resolves `host:port` once, at start, so no request waits on DNS.
+fn resolve(text: &str) -> Result<SocketAddr, LaunchError> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| LaunchError(format!("cannot resolve --backend {text}")))
+}
+
+/// `2026-11-21T03:13:36.123Z`: UTC, millisecond precision, for the access log.
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (days, rest) = ((seconds / 86_400) as i64, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        let at = |secs: u64| utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH + Duration::from_millis(4_102_444_799_999)),
+            "2099-12-31T23:59:59.999Z"
+        );
+    }
+}

@@ -279,3 +279,306 @@ pub fn booking_body(id: &str) -> String {
 pub fn booking_body_without_id() -> String {
     booking_body("x").replace(r#""booking_id":"x","#, "")
 }
+
+// ---------------------------------------------------------------------------
+// Relay support.
+
+use bookrelay::cli::RelayConfig;
+use bookrelay::http::parse::{parse_request_head, Status};
+use bookrelay::http::Request;
+use bookrelay::relay::RelayServer;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+
+/// A relay over node threads (and any backends) on a fresh database.
+pub struct TestRelay {
+    pub server: RelayServer,
+    pub addr: SocketAddr,
+    pub db: PathBuf,
+    pub dir: TempDir,
+}
+
+impl TestRelay {
+    /// A relay with `nodes` node threads, `seed` bookings, the named balancer,
+    /// and fast health checks; `adjust` may change anything else first.
+    pub fn start(
+        nodes: usize,
+        seed: usize,
+        balancer: &str,
+        adjust: impl FnOnce(&mut RelayConfig),
+    ) -> TestRelay {
+        let dir = TempDir::new("relay");
+        let db = dir.path().join("bookings.db");
+        let mut config = RelayConfig {
+            listen: "127.0.0.1:0".into(),
+            nodes,
+            balancer: balancer.into(),
+            db: db.clone(),
+            seed,
+            health_interval: Duration::from_millis(100),
+            ..RelayConfig::default()
+        };
+        adjust(&mut config);
+        let server = launch::start_relay(&config).expect("start relay");
+        let addr = server.addr();
+        TestRelay {
+            server,
+            addr,
+            db,
+            dir,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn status(&self) -> Value {
+        self.client().get("/_relay/status").json()
+    }
+
+    /// The status entry of the node named `name`.
+    pub fn node_status(&self, name: &str) -> Value {
+        let status = self.status();
+        status
+            .get("nodes")
+            .and_then(Value::as_array)
+            .and_then(|nodes| {
+                nodes
+                    .iter()
+                    .find(|n| n.get("name").and_then(Value::as_str) == Some(name))
+                    .cloned()
+            })
+            .unwrap_or_else(|| panic!("no node {name} in {}", status.to_json()))
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.status()
+            .get("nodes")
+            .and_then(Value::as_array)
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                n.get("name")
+                    .and_then(Value::as_str)
+                    .expect("name")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Polls `/_relay/status` until `condition` holds, or panics after `limit`.
+    pub fn wait_for_status(
+        &self,
+        what: &str,
+        limit: Duration,
+        condition: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let status = self.status();
+            if condition(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {}",
+                status.to_json()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The `field` of the node named `name` in a status document.
+pub fn node_field(status: &Value, name: &str, field: &str) -> Value {
+    status
+        .get("nodes")
+        .and_then(Value::as_array)
+        .and_then(|nodes| {
+            nodes
+                .iter()
+                .find(|n| n.get("name").and_then(Value::as_str) == Some(name))
+        })
+        .and_then(|n| n.get(field))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A `bookrelay node` child process; killed (SIGKILL) when dropped.
+pub struct NodeProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub name: String,
+}
+
+impl NodeProcess {
+    /// Starts `bookrelay node` and waits for its "listening on" line.
+    pub fn start(name: &str, db: &std::path::Path, listen: &str, extra: &[&str]) -> NodeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bookrelay"))
+            .args(["node", "--name", name, "--listen", listen, "--db"])
+            .arg(db)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn bookrelay node");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("node printed its address")
+                .expect("read stdout");
+            if let Some(rest) = line.strip_prefix(&format!("node {name} listening on ")) {
+                break rest.trim().parse().expect("address");
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        thread::spawn(move || for _ in lines {});
+        NodeProcess {
+            child,
+            addr,
+            name: name.to_string(),
+        }
+    }
+
+    /// Kills the process abruptly, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// What a fake backend does with one request.
+pub enum Act {
+    /// Write these bytes, keep the connection.
+    Reply(Vec<u8>),
+    /// Write these bytes, then close.
+    ReplyAndClose(Vec<u8>),
+    /// Close without a word.
+    Close,
+}
+
+/// A scriptable HTTP server that records what it receives.
+pub struct FakeBackend {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Request>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+/// A `200` with a JSON body; `/health` answers name the backend `fake`.
+pub fn ok_reply(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Node: fake\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl FakeBackend {
+    /// `act(request, index)` decides each answer; `index` counts requests
+    /// across all connections. `/health` is always answered healthy and not
+    /// recorded.
+    pub fn start(act: impl Fn(&Request, usize) -> Act + Send + Sync + 'static) -> FakeBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let act = Arc::new(act);
+        {
+            let received = Arc::clone(&received);
+            let connections = Arc::clone(&connections);
+            thread::spawn(move || {
+                for stream in listener.incoming() {
+                    let Ok(stream) = stream else { return };
+                    connections.fetch_add(1, Ordering::SeqCst);
+                    let received = Arc::clone(&received);
+                    let act = Arc::clone(&act);
+                    thread::spawn(move || serve_fake(stream, &*act, &received));
+                }
+            });
+        }
+        FakeBackend {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Request> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+fn serve_fake(
+    mut stream: TcpStream,
+    act: &dyn Fn(&Request, usize) -> Act,
+    received: &Mutex<Vec<Request>>,
+) {
+    let mut buffer = Vec::new();
+    loop {
+        let (mut request, used) = loop {
+            match parse_request_head(&buffer) {
+                Ok(Status::Complete(done)) => break done,
+                Ok(Status::Partial) => {}
+                Err(_) => return,
+            }
+            let mut chunk = [0u8; 8192];
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+            }
+        };
+        buffer.drain(..used);
+        if let bookrelay::http::Framing::Length(n) = request.framing {
+            while buffer.len() < n as usize {
+                let mut chunk = [0u8; 8192];
+                match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => buffer.extend_from_slice(&chunk[..k]),
+                }
+            }
+            request.body = buffer.drain(..n as usize).collect();
+        }
+        if request.path() == "/health" || request.path() == "/stats" {
+            let body = if request.path() == "/health" {
+                r#"{"node":"fake","status":"ok"}"#
+            } else {
+                "{}"
+            };
+            let reply = ok_reply(body);
+            if stream.write_all(&reply).is_err() || request.header("connection") == Some("close") {
+                return;
+            }
+            continue;
+        }
+        let index = {
+            let mut all = received.lock().expect("lock");
+            all.push(request.clone());
+            all.len() - 1
+        };
+        match act(&request, index) {
+            Act::Reply(bytes) => {
+                if stream.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            Act::ReplyAndClose(bytes) => {
+                let _ = stream.write_all(&bytes);
+                return;
+            }
+            Act::Close => return,
+        }
+    }
+}

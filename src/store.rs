@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transactio
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a writer waits for another process's write lock before giving up.
 /// Long enough to ride out bursts of hundreds of concurrent writers.
@@ -158,13 +158,21 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if missing) the database and its schema.
+    ///
+    /// Several processes may do this at once on a new file (three `bookrelay
+    /// node`s started together). Switching a file to WAL takes an exclusive
+    /// lock that SQLite's busy handler does not wait for, so a busy answer
+    /// here is retried until [`BUSY_TIMEOUT`].
     pub fn open(path: &Path) -> Result<Store, Error> {
         let store = Store {
             path: path.to_path_buf(),
             pool: Mutex::new(Vec::new()),
         };
-        let conn = store.connect()?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = retry_while_busy(|| {
+            let conn = store.connect()?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        })?;
         store.give_back(conn);
         Ok(store)
     }
@@ -374,7 +382,7 @@ impl Store {
 
     /// A feed of changes committed from now on, on its own connection.
     pub fn change_feed(&self) -> Result<ChangeFeed, Error> {
-        let conn = self.connect()?;
+        let conn = retry_while_busy(|| self.connect())?;
         let data_version = data_version(&conn)?;
         let last_seq = max_seq(&conn)?;
         Ok(ChangeFeed {
@@ -382,6 +390,22 @@ impl Store {
             data_version,
             last_seq,
         })
+    }
+}
+
+/// Runs `attempt` again while SQLite answers busy, up to [`BUSY_TIMEOUT`].
+/// For setting up connections only: statements wait in SQLite's own busy
+/// handler, but the switch to WAL and the first schema read do not.
+fn retry_while_busy<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let started = Instant::now();
+    loop {
+        match attempt() {
+            Err(Error::Busy) if started.elapsed() < BUSY_TIMEOUT => {
+                // The other side holds its lock for about a millisecond.
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -636,6 +660,24 @@ mod tests {
         assert_eq!(store.delete("d"), Ok(()));
         assert_eq!(store.delete("d"), Err(Error::NotFound));
         assert_eq!(store.get("d"), Ok(None));
+    }
+
+    #[test]
+    fn many_openers_of_one_new_file_all_succeed() {
+        let dir = TempDir::new("store-race");
+        let path = dir.path().join("race.db");
+        let opened = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| scope.spawn(|| Store::open(&path).map(|store| store.count())))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect::<Vec<_>>()
+        });
+        for result in opened {
+            assert_eq!(result.map(|count| count.ok()), Ok(Some(0)));
+        }
     }
 
     #[test]

@@ -524,3 +524,42 @@ fn bad_options_exit_2_and_a_busy_port_exits_1() {
     assert_eq!(help.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&help.stdout).contains("--balancer NAME"));
 }
+
+#[test]
+fn a_node_that_never_answers_is_a_504_after_30_seconds() {
+    // Keeps the connection open and silent for good.
+    let backend = FakeBackend::start(|_, _| loop {
+        thread::park();
+    });
+    let addr = backend.addr.to_string();
+    let relay = TestRelay::start(0, 0, "round-robin", |c| c.backends = vec![addr]);
+    let mut client = relay.client();
+    client
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let started = Instant::now();
+    let reply = client.get("/slow");
+    assert_eq!(reply.status, 504);
+    assert!(reply.error().contains("30 seconds"));
+    assert!(
+        started.elapsed() >= Duration::from_secs(29),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn expect_continue_is_answered_by_the_relay_and_not_forwarded() {
+    let backend = FakeBackend::start(|_, _| Act::Reply(ok_reply("{}")));
+    let addr = backend.addr.to_string();
+    let relay = TestRelay::start(0, 0, "round-robin", |c| c.backends = vec![addr]);
+    let mut client = relay.client();
+    client.send(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
+    assert_eq!(client.read_reply(false).expect("interim").status, 100);
+    client.send(b"{}");
+    assert_eq!(client.read_reply(false).expect("final").status, 200);
+    let seen = backend.received();
+    assert_eq!(seen[0].header("expect"), None);
+    assert_eq!(seen[0].body, b"{}");
+}

@@ -51,39 +51,22 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Status<(Request, usize)>, Error>
     let head_start = pos;
 
     let Some((line, next)) = next_line(buf, pos) else {
-        return partial_or_too_large(buf.len() - head_start);
+        return partial_or_too_large(buf.len() - head_start, MAX_HEAD_BYTES);
     };
     let (method, target, version) = parse_request_line(line)?;
-    pos = next;
 
-    let mut headers = Vec::new();
-    loop {
-        let Some((line, next)) = next_line(buf, pos) else {
-            return partial_or_too_large(buf.len() - head_start);
-        };
-        if next - head_start > MAX_HEAD_BYTES {
-            return Err(Error::HeadTooLarge);
-        }
-        pos = next;
-        if line.is_empty() {
-            break;
-        }
-        if headers.len() == MAX_HEADERS {
-            return Err(Error::TooManyHeaders);
-        }
-        headers.push(parse_header_line(line)?);
-    }
+    let Status::Complete((headers, pos)) =
+        parse_header_block(buf, next, head_start, MAX_HEAD_BYTES)?
+    else {
+        return Ok(Status::Partial);
+    };
 
     let framing = decide_framing(&headers)?;
-    let connection = |token: &str| {
-        headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| has_token(&h.value, token))
-    };
     let keep_alive = match version {
-        Version::Http11 => !connection("close"),
-        Version::Http10 => connection("keep-alive") && !connection("close"),
+        Version::Http11 => !connection_has(&headers, "close"),
+        Version::Http10 => {
+            connection_has(&headers, "keep-alive") && !connection_has(&headers, "close")
+        }
     };
     let expects_continue = version == Version::Http11
         && headers
@@ -103,12 +86,67 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Status<(Request, usize)>, Error>
     Ok(Status::Complete((request, pos)))
 }
 
-fn partial_or_too_large<T>(buffered: usize) -> Result<Status<T>, Error> {
-    if buffered > MAX_HEAD_BYTES {
+fn partial_or_too_large<T>(buffered: usize, max_bytes: usize) -> Result<Status<T>, Error> {
+    if buffered > max_bytes {
         Err(Error::HeadTooLarge)
     } else {
         Ok(Status::Partial)
     }
+}
+
+/// Header lines from `pos` up to and including the blank line that ends a
+/// head starting at `head_start`; the head may be at most `max_bytes` long.
+/// Returns the headers and where the body starts.
+fn parse_header_block(
+    buf: &[u8],
+    mut pos: usize,
+    head_start: usize,
+    max_bytes: usize,
+) -> Result<Status<(Vec<Header>, usize)>, Error> {
+    let mut headers = Vec::new();
+    loop {
+        let Some((line, next)) = next_line(buf, pos) else {
+            return partial_or_too_large(buf.len() - head_start, max_bytes);
+        };
+        if next - head_start > max_bytes {
+            return Err(Error::HeadTooLarge);
+        }
+        pos = next;
+        if line.is_empty() {
+            return Ok(Status::Complete((headers, pos)));
+        }
+        if headers.len() == MAX_HEADERS {
+            return Err(Error::TooManyHeaders);
+        }
+        headers.push(parse_header_line(line)?);
+    }
+}
+
+/// Whether any `Connection` header lists `token`.
+fn connection_has(headers: &[Header], token: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| has_token(&h.value, token))
+}
+
+/// The one `Content-Length` all such headers agree on, if any: `5, 5` and
+/// repeated identical headers are one length; differing ones are an error.
+fn agreed_content_length(headers: &[Header]) -> Result<Option<u64>, Error> {
+    let mut length: Option<u64> = None;
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+    {
+        for part in header.value.split(',') {
+            let value = parse_content_length(part.trim())?;
+            match length {
+                Some(previous) if previous != value => return Err(Error::ConflictingLength),
+                _ => length = Some(value),
+            }
+        }
+    }
+    Ok(length)
 }
 
 /// The line starting at `pos` without its `\n` or `\r\n`, and where the next
@@ -193,25 +231,17 @@ fn is_tchar(b: u8) -> bool {
 /// a relay that guessed differently from the node behind it could be made to see
 /// two requests where the node sees one.
 fn decide_framing(headers: &[Header]) -> Result<Framing, Error> {
-    let mut length: Option<u64> = None;
+    let length = agreed_content_length(headers)?;
     let mut transfer_encoding: Option<String> = None;
-    for header in headers {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            // `Content-Length: 5, 5` and repeated identical headers are one length.
-            for part in header.value.split(',') {
-                let value = parse_content_length(part.trim())?;
-                match length {
-                    Some(previous) if previous != value => return Err(Error::ConflictingLength),
-                    _ => length = Some(value),
-                }
-            }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            let all = transfer_encoding.get_or_insert_with(String::new);
-            if !all.is_empty() {
-                all.push(',');
-            }
-            all.push_str(&header.value);
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        let all = transfer_encoding.get_or_insert_with(String::new);
+        if !all.is_empty() {
+            all.push(',');
         }
+        all.push_str(&header.value);
     }
     match (length, transfer_encoding) {
         (Some(_), Some(_)) => Err(Error::LengthAndChunked),
@@ -269,42 +299,17 @@ pub fn parse_response_head(
     buf: &[u8],
     to_head: bool,
 ) -> Result<Status<(ResponseHead, usize)>, Error> {
-    let Some((line, mut pos)) = next_line(buf, 0) else {
-        return if buf.len() > MAX_RESPONSE_HEAD_BYTES {
-            Err(Error::HeadTooLarge)
-        } else {
-            Ok(Status::Partial)
-        };
+    let Some((line, next)) = next_line(buf, 0) else {
+        return partial_or_too_large(buf.len(), MAX_RESPONSE_HEAD_BYTES);
     };
     let (version, status) = parse_status_line(line)?;
-    let mut headers = Vec::new();
-    loop {
-        let Some((line, next)) = next_line(buf, pos) else {
-            return if buf.len() > MAX_RESPONSE_HEAD_BYTES {
-                Err(Error::HeadTooLarge)
-            } else {
-                Ok(Status::Partial)
-            };
-        };
-        if next > MAX_RESPONSE_HEAD_BYTES {
-            return Err(Error::HeadTooLarge);
-        }
-        pos = next;
-        if line.is_empty() {
-            break;
-        }
-        if headers.len() == MAX_HEADERS {
-            return Err(Error::TooManyHeaders);
-        }
-        headers.push(parse_header_line(line)?);
-    }
-    let connection = |token: &str| {
-        headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .any(|h| has_token(&h.value, token))
+    let Status::Complete((headers, pos)) =
+        parse_header_block(buf, next, 0, MAX_RESPONSE_HEAD_BYTES)?
+    else {
+        return Ok(Status::Partial);
     };
-    let closes = connection("close") || (version == Version::Http10 && !connection("keep-alive"));
+    let closes = connection_has(&headers, "close")
+        || (version == Version::Http10 && !connection_has(&headers, "keep-alive"));
     let framing = if to_head || (100..200).contains(&status) || status == 204 || status == 304 {
         ResponseFraming::Empty
     } else {
@@ -341,22 +346,15 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16), Error> {
 }
 
 fn response_framing(headers: &[Header]) -> Result<ResponseFraming, Error> {
-    let mut length: Option<u64> = None;
+    let length = agreed_content_length(headers)?;
     let mut chunked = None;
-    for header in headers {
-        if header.name.eq_ignore_ascii_case("content-length") {
-            for part in header.value.split(',') {
-                let value = parse_content_length(part.trim())?;
-                match length {
-                    Some(previous) if previous != value => return Err(Error::ConflictingLength),
-                    _ => length = Some(value),
-                }
-            }
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            // Chunked only counts as the final coding; anything else runs to close.
-            let last = header.value.rsplit(',').next().unwrap_or("").trim();
-            chunked = Some(last.eq_ignore_ascii_case("chunked"));
-        }
+    for header in headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        // Chunked only counts as the final coding; anything else runs to close.
+        let last = header.value.rsplit(',').next().unwrap_or("").trim();
+        chunked = Some(last.eq_ignore_ascii_case("chunked"));
     }
     Ok(match (chunked, length) {
         (Some(_), Some(_)) => return Err(Error::LengthAndChunked),

@@ -102,9 +102,13 @@ impl Node {
     }
 
     /// Drops from the cache whatever any writer committed since the last look.
+    ///
+    /// The feed stays locked until the cache has dropped the ids: a poll
+    /// consumes the changes, so a reader that polled in between would see
+    /// none and could still find the old entry.
     fn forget_changed_bookings(&self) {
-        let changes = self.feed.lock().unwrap_or_else(|e| e.into_inner()).poll();
-        match changes {
+        let mut feed = self.feed.lock().unwrap_or_else(|e| e.into_inner());
+        match feed.poll() {
             Ok(Changes::None) => {}
             Ok(Changes::Ids(ids)) => {
                 self.cache.invalidate_all_of(ids.iter().map(String::as_str));

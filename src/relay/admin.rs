@@ -1,36 +1,204 @@
 //! The relay's own endpoints under `/_relay/` (SPEC §5); never forwarded.
 //!
-//! `GET /_relay/status` is JSON for scripts and the dashboard;
-//! `GET /_relay/metrics` is the same figures in Prometheus text format.
+//! Reading (`GET`): `status` is JSON for scripts and the dashboard, `metrics`
+//! the same figures in Prometheus text format, `balancer` the strategy and
+//! weights. Changing (`POST`, `PUT`, `DELETE`): the simulator's controls in
+//! [`super::control`], refused with 403 unless the caller presents
+//! `Authorization: Bearer <--admin-token>`, or, when no token is set, calls
+//! from this machine (a loopback peer).
 
 use super::backend::Topology;
+use super::control::{NodeInfo, Refusal};
 use super::Relay;
 use crate::http::{Request, Response};
-use crate::json;
+use crate::json::{self, Value};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
 /// Answers a request whose path starts with `/_relay`.
-pub fn handle(relay: &Relay, request: &Request, _peer: SocketAddr) -> Response {
-    let read = matches!(request.method.as_str(), "GET" | "HEAD");
-    match request.path() {
-        "/_relay/status" if read => Response::json(200, status_json(&relay.topology())),
-        "/_relay/metrics" if read => Response::new(200)
+pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
+    let method = request.method.as_str();
+    let path = request.path();
+    let read = matches!(method, "GET" | "HEAD");
+    if !read {
+        if let Err(refusal) = authorize(relay, request, peer) {
+            return refusal;
+        }
+    }
+    let rest = path.strip_prefix("/_relay").unwrap_or("");
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segments.as_slice()) {
+        ("GET" | "HEAD", ["status"]) => Response::json(200, status_json(&relay.topology())),
+        ("GET" | "HEAD", ["metrics"]) => Response::new(200)
             .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
             .with_body(metrics_text(&relay.topology()).into_bytes()),
-        "/_relay/status" | "/_relay/metrics" => {
-            Response::error(405, "this path accepts only GET, HEAD")
-                .with_header("Allow", "GET, HEAD")
-        }
-        path => Response::error(
+        ("GET" | "HEAD", ["balancer"]) => Response::json(200, balancer_json(&relay.topology())),
+        ("PUT", ["balancer"]) => switch_balancer(relay, &request.body),
+        ("POST", ["nodes"]) => add_node(relay, &request.body),
+        ("DELETE", ["nodes", name]) => match relay.remove_node(name) {
+            Ok(()) => Response::new(204),
+            Err(refusal) => refused(refusal),
+        },
+        ("POST", ["nodes", name, "kill"]) => node_answer(relay.kill_node(name), "killed"),
+        ("POST", ["nodes", name, "revive"]) => node_answer(relay.revive_node(name), "running"),
+        (_, ["status"] | ["metrics"]) => method_not_allowed("GET, HEAD"),
+        (_, ["balancer"]) => method_not_allowed("GET, HEAD, PUT"),
+        (_, ["nodes"]) => method_not_allowed("POST"),
+        (_, ["nodes", _]) => method_not_allowed("DELETE"),
+        (_, ["nodes", _, "kill" | "revive"]) => method_not_allowed("POST"),
+        _ => Response::error(
             404,
             &format!(
-                "no relay endpoint '{}'; try /_relay/status or /_relay/metrics",
+                "no relay endpoint '{}'; try /_relay/status, /_relay/metrics or /_relay/balancer",
                 path.chars().take(80).collect::<String>()
             ),
         ),
     }
+}
+
+/// The admin rule of SPEC §1 (`--admin-token`); see the module docs.
+fn authorize(relay: &Relay, request: &Request, peer: SocketAddr) -> Result<(), Response> {
+    match &relay.config().admin_token {
+        Some(token) => {
+            let given = request
+                .header("authorization")
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::trim);
+            match given {
+                Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => Ok(()),
+                _ => Err(Response::error(
+                    403,
+                    "this call changes the relay: send 'Authorization: Bearer <token>' with the token given to --admin-token",
+                )),
+            }
+        }
+        None if peer.ip().to_canonical().is_loopback() => Ok(()),
+        None => Err(Response::error(
+            403,
+            "this call changes the relay and is accepted from this machine only; start the relay with --admin-token to allow it from elsewhere",
+        )),
+    }
+}
+
+/// Compares without stopping at the first difference, so response time does
+/// not reveal how much of a guessed token was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+fn refused(refusal: Refusal) -> Response {
+    Response::error(refusal.status, &refusal.sentence)
+}
+
+fn method_not_allowed(allow: &'static str) -> Response {
+    Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
+}
+
+fn node_answer(result: Result<NodeInfo, Refusal>, state: &str) -> Response {
+    match result {
+        Ok(info) => Response::json(200, node_json(&info, Some(state))),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+fn node_json(info: &NodeInfo, state: Option<&str>) -> String {
+    let mut out = String::from("{\"name\":");
+    json::write_str(&mut out, &info.name);
+    out.push_str(",\"addr\":");
+    json::write_str(&mut out, &info.addr);
+    if let Some(state) = state {
+        out.push_str(",\"state\":");
+        json::write_str(&mut out, state);
+    }
+    out.push('}');
+    out
+}
+
+/// A JSON object body, or the 400 to answer. An empty body is `{}`.
+fn object_body(body: &[u8]) -> Result<Value, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Object(Vec::new()));
+    }
+    match json::parse(body) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err(Response::error(400, "the body must be a JSON object")),
+        Err(e) => Err(Response::error(
+            400,
+            &format!("the body is not valid JSON: {e}"),
+        )),
+    }
+}
+
+/// A JSON number that is a whole weight.
+fn as_weight(value: &Value) -> Option<u32> {
+    let n = value.as_f64()?;
+    (n >= 0.0 && n.fract() == 0.0 && n <= f64::from(u32::MAX)).then_some(n as u32)
+}
+
+fn add_node(relay: &Relay, body: &[u8]) -> Response {
+    let body = match object_body(body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let weight = match body.get("weight") {
+        None => 1,
+        Some(value) => match as_weight(value) {
+            Some(weight) => weight,
+            None => return Response::error(400, "weight must be a whole number from 0 to 1000"),
+        },
+    };
+    match relay.add_node(weight) {
+        Ok(info) => Response::json(201, node_json(&info, None)),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+fn switch_balancer(relay: &Relay, body: &[u8]) -> Response {
+    let body = match object_body(body) {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let Some(name) = body.get("balancer").and_then(Value::as_str) else {
+        return Response::error(
+            400,
+            "send {\"balancer\":NAME} with NAME one of round-robin, random, weighted, least-connections, consistent-hash, p2c",
+        );
+    };
+    let weights = match body.get("weights") {
+        None | Some(Value::Null) => None,
+        Some(value) => match value
+            .as_array()
+            .map(|items| items.iter().map(as_weight).collect::<Option<Vec<u32>>>())
+        {
+            Some(Some(weights)) => Some(weights),
+            _ => {
+                return Response::error(
+                    400,
+                    "weights must be an array of whole numbers from 0 to 1000",
+                )
+            }
+        },
+    };
+    match relay.switch_balancer(name, weights) {
+        Ok(topology) => Response::json(200, balancer_json(&topology)),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// `{"balancer":NAME,"weights":[…]}`.
+pub fn balancer_json(topology: &Topology) -> String {
+    let mut out = String::from("{\"balancer\":");
+    json::write_str(&mut out, topology.balancer.name());
+    out.push_str(",\"weights\":[");
+    for (i, weight) in topology.weights.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{weight}");
+    }
+    out.push_str("]}");
+    out
 }
 
 /// `{"balancer":NAME,"nodes":[{…}…]}` as SPEC §5 lists, plus
@@ -220,6 +388,23 @@ mod tests {
         assert_eq!(nodes[0].get("cache_hits"), Some(&json::Value::Null));
         assert_eq!(nodes[1].get("healthy"), Some(&json::Value::Bool(false)));
         assert_eq!(nodes[1].get("weight").and_then(|v| v.as_f64()), Some(1.0));
+    }
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"", b"x"));
+    }
+
+    #[test]
+    fn weights_are_whole_numbers() {
+        assert_eq!(as_weight(&Value::Number(5.0)), Some(5));
+        assert_eq!(as_weight(&Value::Number(0.0)), Some(0));
+        assert_eq!(as_weight(&Value::Number(1.5)), None);
+        assert_eq!(as_weight(&Value::Number(-1.0)), None);
+        assert_eq!(as_weight(&Value::String("5".into())), None);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod control;
 pub mod forward;
 pub mod health;
 pub mod pool;
@@ -19,6 +20,7 @@ use crate::http::conn::Handler;
 use crate::http::server::Server;
 use crate::http::{Request, Response};
 use crate::launch::LaunchError;
+use crate::names::NameGenerator;
 use crate::node::NodeServer;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
@@ -36,15 +38,30 @@ pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 /// The relay's shared state.
 pub struct Relay {
     topology: RwLock<Arc<Topology>>,
-    access_log: bool,
+    config: RelayConfig,
     stop: Arc<AtomicBool>,
     checkers: Mutex<Vec<JoinHandle<()>>>,
+    /// Friendly names, unique for the relay's life (added nodes get new ones).
+    names: Mutex<NameGenerator>,
+    /// Seeds for the random balancers of each new topology.
+    seeds: Mutex<Rng>,
+    /// Serialises changes to the node set, so two concurrent adds cannot
+    /// each build a topology that lacks the other's node.
+    changes: Mutex<()>,
 }
 
 impl Relay {
     /// The current nodes and balancer.
     pub fn topology(&self) -> Arc<Topology> {
         Arc::clone(&self.topology.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn config(&self) -> &RelayConfig {
+        &self.config
+    }
+
+    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -57,7 +74,7 @@ impl Handler for Relay {
         } else {
             forward::forward(&self.topology(), &request, peer)
         };
-        if self.access_log {
+        if self.config.access_log {
             eprintln!(
                 "{} {peer} {} {} {} {} {}us",
                 utc_timestamp(SystemTime::now()),
@@ -124,31 +141,24 @@ impl RelayServer {
             .weights
             .clone()
             .unwrap_or_else(|| vec![1; backends.len()]);
-        let topology = Topology::build(
-            backends,
-            weights,
-            &config.balancer,
-            Rng::from_entropy().next_u64(),
-        )
-        .map_err(|e| LaunchError(e.to_string()))?;
+        let mut seeds = Rng::from_entropy();
+        let topology = Topology::build(backends, weights, &config.balancer, seeds.next_u64())
+            .map_err(|e| LaunchError(e.to_string()))?;
+        let mut names = NameGenerator::new(Rng::from_entropy());
+        for backend in &topology.backends {
+            names.reserve(&backend.name());
+        }
         let relay = Arc::new(Relay {
             topology: RwLock::new(Arc::new(topology)),
-            access_log: config.access_log,
+            config: config.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             checkers: Mutex::new(Vec::new()),
+            names: Mutex::new(names),
+            seeds: Mutex::new(seeds),
+            changes: Mutex::new(()),
         });
         for backend in &relay.topology().backends {
-            let checker = health::spawn_checker(
-                Arc::clone(backend),
-                config.health_interval,
-                Arc::clone(&relay.stop),
-            )
-            .map_err(|e| LaunchError(format!("cannot start a health checker: {e}")))?;
-            relay
-                .checkers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(checker);
+            relay.start_checker(backend).map_err(LaunchError)?;
         }
         let server = Server::start(
             listener,

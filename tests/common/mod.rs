@@ -582,3 +582,82 @@ fn serve_fake(
         }
     }
 }
+
+/// Background GET load: `clients` threads, each on its own keep-alive
+/// connection, until stopped. Every non-2xx answer is kept as a failure.
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    completed: Arc<AtomicUsize>,
+    threads: Vec<thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    pub fn start(addr: SocketAddr, clients: usize, path: &str) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let completed = Arc::new(AtomicUsize::new(0));
+        let threads = (0..clients)
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                let completed = Arc::clone(&completed);
+                let path = path.to_string();
+                thread::spawn(move || {
+                    let mut client = Client::connect(addr);
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::SeqCst) {
+                        let reply = client.get(&path);
+                        if !(200..300).contains(&reply.status) {
+                            failures.push(format!("{} {}", reply.status, reply.text()));
+                        }
+                        completed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            completed,
+            threads,
+        }
+    }
+
+    pub fn completed(&self) -> usize {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until `more` further requests have completed.
+    pub fn wait_for(&self, more: usize) {
+        let target = self.completed() + more;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.completed() < target {
+            assert!(
+                Instant::now() < deadline,
+                "load stalled at {}",
+                self.completed()
+            );
+            thread::yield_now();
+        }
+    }
+
+    /// Stops the load; returns how many requests completed and the failures.
+    pub fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let failures = self
+            .threads
+            .into_iter()
+            .flat_map(|t| t.join().expect("load thread"))
+            .collect();
+        (self.completed.load(Ordering::SeqCst), failures)
+    }
+}
+
+/// Sends an admin call and returns the reply.
+pub fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+    let mut client = Client::connect(addr);
+    let headers: &[(&str, &str)] = if body.is_empty() {
+        &[]
+    } else {
+        &[("Content-Type", "application/json")]
+    };
+    client.request(method, path, headers, body.as_bytes())
+}

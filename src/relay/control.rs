@@ -1,0 +1,259 @@
+//! The simulator's controls: kill, revive, add and remove nodes, and switch
+//! the balancer, all while traffic flows.
+//!
+//! Every change to the node set or the strategy builds a new [`Topology`] and
+//! swaps it in under one lock, so requests see either the old set or the new
+//! one, never half of each. Counters live in the [`Backend`]s the topologies
+//! share, so nothing is lost in a swap.
+//!
+//! - **kill**: the node thread's listener and connections vanish, like a
+//!   crash. The relay is not told: it finds out as it would in production
+//!   (a refused connect, a reset, failed checks) and retries around it.
+//! - **revive**: a fresh node (cold cache: a crash loses memory) on the same
+//!   address, marked up at once since the relay just started it.
+//! - **add**: a new node thread with a new friendly name.
+//! - **remove**: drain, then stop: the node leaves the topology first (no new
+//!   requests), the call waits for its in-flight requests to finish, then it
+//!   is stopped. Requests already sent complete normally.
+
+use super::backend::{Backend, Kind, Topology};
+use super::health::{self, HealthState};
+use super::Relay;
+use crate::cli::MAX_WEIGHT;
+use crate::launch;
+use crate::node::NodeConfig;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest a remove waits for its node's requests to finish before stopping it anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a control call was refused: an HTTP status and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub sentence: String,
+}
+
+fn refuse(status: u16, sentence: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        sentence: sentence.into(),
+    }
+}
+
+/// What a node looks like after a control call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub addr: String,
+}
+
+impl Relay {
+    fn find(&self, name: &str) -> Result<Arc<Backend>, Refusal> {
+        let topology = self.topology();
+        topology
+            .find(name)
+            .map(|i| Arc::clone(&topology.backends[i]))
+            .ok_or_else(|| {
+                refuse(
+                    404,
+                    format!("no node is named '{name}'; see /_relay/status"),
+                )
+            })
+    }
+
+    /// Stops a spawned node abruptly (a simulated crash).
+    pub fn kill_node(&self, name: &str) -> Result<NodeInfo, Refusal> {
+        let _changing = self.lock_changes();
+        let backend = self.find(name)?;
+        let Some(mut server) = backend.server() else {
+            return Err(refuse(
+                409,
+                format!("'{name}' is an external backend; only spawned nodes can be killed"),
+            ));
+        };
+        match server.take() {
+            Some(mut running) => running.kill(),
+            None => {
+                return Err(refuse(
+                    409,
+                    format!("node '{name}' is not running; revive it first"),
+                ))
+            }
+        }
+        Ok(info(&backend))
+    }
+
+    /// Starts a killed node again on its address, with an empty cache.
+    pub fn revive_node(&self, name: &str) -> Result<NodeInfo, Refusal> {
+        let _changing = self.lock_changes();
+        let backend = self.find(name)?;
+        let Some(mut server) = backend.server() else {
+            return Err(refuse(
+                409,
+                format!("'{name}' is an external backend; only spawned nodes can be revived"),
+            ));
+        };
+        if server.is_some() {
+            return Err(refuse(409, format!("node '{name}' is already running")));
+        }
+        let listener = launch::bind(&backend.addr.to_string()).map_err(|e| refuse(500, e.0))?;
+        let started = launch::start_node(&self.node_config(name, Duration::ZERO), listener)
+            .map_err(|e| refuse(500, e.0))?;
+        *server = Some(started);
+        backend.pool.clear();
+        backend.health.reset(HealthState::healthy());
+        Ok(info(&backend))
+    }
+
+    /// Spawns one more node thread with weight `weight`.
+    pub fn add_node(&self, weight: u32) -> Result<NodeInfo, Refusal> {
+        check_weight(weight)?;
+        let _changing = self.lock_changes();
+        let name = self
+            .names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_name();
+        let listener = launch::bind("127.0.0.1:0").map_err(|e| refuse(500, e.0))?;
+        let server = launch::start_node(&self.node_config(&name, Duration::ZERO), listener)
+            .map_err(|e| refuse(500, e.0))?;
+        let addr = server.addr();
+        let backend = Arc::new(Backend::new(
+            name,
+            addr,
+            Kind::Thread(Mutex::new(Some(server))),
+            HealthState::healthy(),
+        ));
+        let current = self.topology();
+        let mut backends = current.backends.clone();
+        let mut weights = current.weights.clone();
+        backends.push(Arc::clone(&backend));
+        weights.push(weight);
+        self.swap(backends, weights, current.balancer.name())?;
+        self.start_checker(&backend).map_err(|e| refuse(500, e))?;
+        Ok(info(&backend))
+    }
+
+    /// Takes a node out of rotation, waits for its requests, then stops it.
+    pub fn remove_node(&self, name: &str) -> Result<(), Refusal> {
+        let backend = {
+            let _changing = self.lock_changes();
+            let current = self.topology();
+            let index = current.find(name).ok_or_else(|| {
+                refuse(
+                    404,
+                    format!("no node is named '{name}'; see /_relay/status"),
+                )
+            })?;
+            let mut backends = current.backends.clone();
+            let mut weights = current.weights.clone();
+            let backend = backends.remove(index);
+            weights.remove(index);
+            self.swap(backends, weights, current.balancer.name())?;
+            backend
+        };
+        // Drain: requests that picked it before the swap finish normally.
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while backend.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        backend.retire();
+        if let Some(mut server) = backend.server() {
+            if let Some(mut running) = server.take() {
+                running.kill();
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches strategy (and optionally weights) live.
+    pub fn switch_balancer(
+        &self,
+        name: &str,
+        weights: Option<Vec<u32>>,
+    ) -> Result<Arc<Topology>, Refusal> {
+        let _changing = self.lock_changes();
+        let current = self.topology();
+        let weights = match weights {
+            Some(weights) => {
+                if weights.len() != current.backends.len() {
+                    return Err(refuse(
+                        400,
+                        format!(
+                            "weights has {} values but there are {} nodes",
+                            weights.len(),
+                            current.backends.len()
+                        ),
+                    ));
+                }
+                weights.iter().try_for_each(|&w| check_weight(w))?;
+                weights
+            }
+            None => current.weights.clone(),
+        };
+        self.swap(current.backends.clone(), weights, name)?;
+        Ok(self.topology())
+    }
+
+    fn swap(
+        &self,
+        backends: Vec<Arc<Backend>>,
+        weights: Vec<u32>,
+        balancer: &str,
+    ) -> Result<(), Refusal> {
+        let seed = self
+            .seeds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_u64();
+        let topology = Topology::build(backends, weights, balancer, seed)
+            .map_err(|e| refuse(400, e.to_string()))?;
+        *self.topology.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(topology);
+        Ok(())
+    }
+
+    fn node_config(&self, name: &str, delay: Duration) -> NodeConfig {
+        NodeConfig {
+            name: name.to_string(),
+            db: self.config.db.clone(),
+            cache_capacity: self.config.cache_capacity,
+            cache_ttl: self.config.cache_ttl,
+            delay,
+        }
+    }
+
+    pub(super) fn start_checker(&self, backend: &Arc<Backend>) -> Result<(), String> {
+        let checker = health::spawn_checker(
+            Arc::clone(backend),
+            self.config.health_interval,
+            Arc::clone(&self.stop),
+        )
+        .map_err(|e| format!("cannot start a health checker: {e}"))?;
+        self.checkers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(checker);
+        Ok(())
+    }
+}
+
+fn check_weight(weight: u32) -> Result<(), Refusal> {
+    if weight > MAX_WEIGHT {
+        return Err(refuse(
+            400,
+            format!("weights must be whole numbers from 0 to {MAX_WEIGHT}, got {weight}"),
+        ));
+    }
+    Ok(())
+}
+
+fn info(backend: &Backend) -> NodeInfo {
+    NodeInfo {
+        name: backend.name(),
+        addr: backend.addr.to_string(),
+    }
+}

@@ -17,6 +17,7 @@
 //! | module | owns |
 //! |---|---|
 //! | [`cli`] | argv to configuration, help text |
+//! | [`client`] | a small keep-alive HTTP client for examples and benchmarks |
 //! | [`http`] | request parsing, response writing, one connection's loop |
 //! | [`relay`] | accept, forward over pooled connections, health, `/_relay/*` |
 //! | [`node`] | the node server and its booking routes |
@@ -31,6 +32,7 @@ pub mod balancer;
 pub mod booking;
 pub mod cache;
 pub mod cli;
+pub mod client;
 pub mod http;
 pub mod json;
 pub mod launch;

@@ -13,7 +13,13 @@
 //! cargo run --release --example many_clients -- --clients 32 --requests 1000 --balancer consistent-hash
 //! cargo run --release --example many_clients -- --read-ratio 0.95 --hot-keys 1000 --duration 10 --balancer consistent-hash
 //! cargo run --release --example many_clients -- --target 127.0.0.1:8080
+//! cargo run --release --example many_clients -- --compare --svg images/compare.svg
 //! ```
+//!
+//! `--compare` runs the same workload once per balancer, each on a fresh
+//! relay and database, and prints one table side by side; `--svg` draws the
+//! results (per-node share and hit rate per balancer, latency percentiles)
+//! as a chart written by hand with std only.
 
 use bookrelay::balancer::NAMES;
 use bookrelay::cli::RelayConfig;
@@ -51,6 +57,8 @@ Options:
   --hot-keys K       booking ids the clients read and write [default: 200]
   --zipf S           skew of key popularity: 0 uniform, 1 classic Zipf [default: 0]
   --seed N           seed of the clients' random choices [default: 1]
+  --compare          run once per balancer (six in-process relays) and compare
+  --svg PATH         also draw the results as an SVG chart
   -h, --help         this text
 ";
 
@@ -67,6 +75,8 @@ struct Options {
     hot_keys: usize,
     zipf: f64,
     seed: u64,
+    compare: bool,
+    svg: Option<String>,
 }
 
 impl Default for Options {
@@ -82,6 +92,8 @@ impl Default for Options {
             hot_keys: 200,
             zipf: 0.0,
             seed: 1,
+            compare: false,
+            svg: None,
         }
     }
 }
@@ -96,6 +108,10 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
         };
         if matches!(name, "-h" | "--help") {
             return Ok(None);
+        }
+        if name == "--compare" {
+            options.compare = true;
+            continue;
         }
         let mut value = || {
             inline
@@ -129,6 +145,7 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
             "--hot-keys" => options.hot_keys = number(name, value()?)?,
             "--zipf" => options.zipf = number(name, value()?)?,
             "--seed" => options.seed = number(name, value()?)?,
+            "--svg" => options.svg = Some(value()?),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -143,6 +160,9 @@ fn parse_options(args: &[String]) -> Result<Option<Options>, String> {
     }
     if options.zipf < 0.0 || !options.zipf.is_finite() {
         return Err(format!("--zipf must be 0 or more, got {}", options.zipf));
+    }
+    if options.compare && options.target.is_some() {
+        return Err("--compare starts its own relay per balancer; leave out --target".into());
     }
     if options.nodes == 0 && options.target.is_none() {
         return Err("--nodes must be at least 1 for the in-process relay".into());
@@ -448,10 +468,73 @@ fn percentile(sorted: &[u32], p: f64) -> f64 {
     f64::from(sorted[rank]) / 1000.0
 }
 
-fn print_report(options: &Options, tally: &mut Tally, elapsed: Duration, balancer: &str) {
-    tally.latencies_us.sort_unstable();
-    let requests: u64 = tally.by_node.values().map(|t| t.requests).sum();
-    let errors: u64 = tally.errors.values().sum();
+/// One finished run and what it measured.
+struct RunResult {
+    balancer: String,
+    tally: Tally,
+    elapsed: Duration,
+}
+
+impl RunResult {
+    fn new(balancer: &str, mut tally: Tally, elapsed: Duration) -> RunResult {
+        tally.latencies_us.sort_unstable();
+        RunResult {
+            balancer: balancer.to_string(),
+            tally,
+            elapsed,
+        }
+    }
+
+    fn requests(&self) -> u64 {
+        self.tally.by_node.values().map(|t| t.requests).sum()
+    }
+
+    fn throughput(&self) -> f64 {
+        self.requests() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn hits_and_misses(&self) -> (u64, u64) {
+        self.tally
+            .by_node
+            .values()
+            .fold((0, 0), |(h, m), t| (h + t.hits, m + t.misses))
+    }
+
+    fn hit_ratio(&self) -> Option<f64> {
+        let (hits, misses) = self.hits_and_misses();
+        (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64)
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        percentile(&self.tally.latencies_us, p)
+    }
+
+    fn errors(&self) -> u64 {
+        self.tally.errors.values().sum()
+    }
+
+    /// Each node's share of the requests, largest first.
+    fn shares(&self) -> Vec<(String, f64, Option<f64>)> {
+        let total = self.requests().max(1) as f64;
+        let mut shares: Vec<_> = self
+            .tally
+            .by_node
+            .iter()
+            .map(|(name, t)| {
+                let ratio =
+                    (t.hits + t.misses > 0).then(|| t.hits as f64 / (t.hits + t.misses) as f64);
+                (name.clone(), t.requests as f64 / total, ratio)
+            })
+            .collect();
+        shares.sort_by(|a, b| b.1.total_cmp(&a.1));
+        shares
+    }
+}
+
+fn print_report(options: &Options, result: &RunResult) {
+    let (tally, elapsed, balancer) = (&result.tally, result.elapsed, result.balancer.as_str());
+    let requests = result.requests();
+    let errors = result.errors();
     println!();
     println!(
         "{} clients, {:.0}% reads over {} hot ids (zipf {}), balancer {balancer}",
@@ -529,6 +612,241 @@ fn start_own_relay(options: &Options, dir: &TempDir) -> Result<RelayServer, Stri
     launch::start_relay(&config).map_err(|e| e.to_string())
 }
 
+/// One run on a fresh in-process relay with `balancer`.
+fn run_own(options: &Options, balancer: &str) -> Result<RunResult, String> {
+    let dir = TempDir::new("many-clients");
+    let options = Options {
+        balancer: balancer.to_string(),
+        ..options.clone()
+    };
+    let relay = start_own_relay(&options, &dir)?;
+    eprintln!(
+        "started a relay at {} ({balancer}) with {} node threads on {}",
+        relay.addr(),
+        options.nodes,
+        dir.path().display()
+    );
+    let (tally, elapsed) = run(&options, relay.addr())?;
+    Ok(RunResult::new(balancer, tally, elapsed))
+}
+
+/// The same workload once per balancer, then one table.
+fn compare_all(options: &Options) -> Result<Vec<RunResult>, String> {
+    let mut results = Vec::new();
+    for balancer in NAMES {
+        results.push(run_own(options, balancer)?);
+    }
+    println!();
+    println!(
+        "{} clients x {}, {:.0}% reads over {} hot ids (zipf {}), {} nodes, each balancer on a fresh relay",
+        options.clients,
+        options.duration.map_or(format!("{} requests", options.requests), |d| format!("{:.0} s", d.as_secs_f64())),
+        options.read_ratio * 100.0,
+        options.hot_keys,
+        options.zipf,
+        options.nodes
+    );
+    println!();
+    println!(
+        "{:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}  {}",
+        "balancer",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "hit rate",
+        "errors",
+        "share per node (largest first)"
+    );
+    for result in &results {
+        let shares: Vec<String> = result
+            .shares()
+            .iter()
+            .map(|(_, share, _)| format!("{:.0}%", share * 100.0))
+            .collect();
+        println!(
+            "{:<18} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>9} {:>7}  {}",
+            result.balancer,
+            result.throughput(),
+            result.percentile_ms(50.0),
+            result.percentile_ms(95.0),
+            result.percentile_ms(99.0),
+            result
+                .hit_ratio()
+                .map_or("-".into(), |r| format!("{:.1}%", r * 100.0)),
+            result.errors(),
+            shares.join(" / ")
+        );
+    }
+    Ok(results)
+}
+
+/// Escapes text for SVG.
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Two panels: per balancer, each node's share of requests (bars) with its
+/// cache hit rate (dots); then p50/p95/p99 latency per balancer.
+fn chart_svg(options: &Options, results: &[RunResult]) -> String {
+    use std::fmt::Write as _;
+    let palette = [
+        "#3d6ab3", "#2f8a44", "#c08a1e", "#6b4aa8", "#b3413d", "#2a8c8c",
+    ];
+    let (width, group_width) = (160 + 140 * results.len().max(1), 140.0);
+    let height = 620;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
+    );
+    let _ = write!(
+        svg,
+        r#"<rect width="{width}" height="{height}" fill="white"/>"#
+    );
+    let _ = write!(
+        svg,
+        r#"<text x="20" y="28" font-size="16" font-weight="bold">many_clients: {} clients, {:.0}% reads over {} hot ids, {} nodes</text>"#,
+        options.clients,
+        options.read_ratio * 100.0,
+        options.hot_keys,
+        options.nodes
+    );
+    // Panel 1: share per node (0..100%) and hit rate.
+    let (top, panel) = (60.0, 220.0);
+    let _ = write!(
+        svg,
+        r#"<text x="20" y="{}" font-weight="bold">Share of requests per node (bars) and cache hit rate (dots)</text>"#,
+        top - 10.0
+    );
+    for tick in [0, 25, 50, 75, 100] {
+        let y = top + panel - panel * f64::from(tick) / 100.0;
+        let _ = write!(
+            svg,
+            r##"<line x1="70" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e3e3e3"/><text x="62" y="{:.1}" text-anchor="end">{tick}%</text>"##,
+            width - 20,
+            y + 4.0
+        );
+    }
+    for (g, result) in results.iter().enumerate() {
+        let x0 = 90.0 + group_width * g as f64;
+        let shares = result.shares();
+        let bar = (group_width - 30.0) / shares.len().max(1) as f64;
+        for (i, (name, share, hit)) in shares.iter().enumerate() {
+            let x = x0 + bar * i as f64;
+            let h = panel * share;
+            let _ = write!(
+                svg,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{}: {:.1}% of requests</title></rect>"#,
+                top + panel - h,
+                bar - 4.0,
+                palette[i % palette.len()],
+                xml(name),
+                share * 100.0
+            );
+            if let Some(hit) = hit {
+                let _ = write!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="black"><title>{}: hit rate {:.1}%</title></circle>"#,
+                    x + (bar - 4.0) / 2.0,
+                    top + panel - panel * hit,
+                    xml(name),
+                    hit * 100.0
+                );
+            }
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x0 + (group_width - 30.0) / 2.0,
+            top + panel + 18.0,
+            xml(&result.balancer)
+        );
+        let _ = write!(
+            svg,
+            r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" fill="#555">{:.0} req/s</text>"##,
+            x0 + (group_width - 30.0) / 2.0,
+            top + panel + 34.0,
+            result.throughput()
+        );
+    }
+    // Panel 2: latency percentiles.
+    let (top, panel) = (360.0, 200.0);
+    let worst = results
+        .iter()
+        .map(|r| r.percentile_ms(99.0))
+        .fold(0.0_f64, f64::max)
+        .max(0.001);
+    let scale = nice_ceiling(worst);
+    let _ = write!(
+        svg,
+        r#"<text x="20" y="{}" font-weight="bold">Latency percentiles (ms): p50, p95, p99</text>"#,
+        top - 10.0
+    );
+    for step in 0..=4 {
+        let value = scale * f64::from(step) / 4.0;
+        let y = top + panel - panel * f64::from(step) / 4.0;
+        let _ = write!(
+            svg,
+            r##"<line x1="70" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#e3e3e3"/><text x="62" y="{:.1}" text-anchor="end">{value:.2}</text>"##,
+            width - 20,
+            y + 4.0
+        );
+    }
+    let shades = ["#9bb5e0", "#4f7cc8", "#1f3f7a"];
+    for (g, result) in results.iter().enumerate() {
+        let x0 = 90.0 + group_width * g as f64;
+        let bar = (group_width - 30.0) / 3.0;
+        for (i, p) in [50.0, 95.0, 99.0].iter().enumerate() {
+            let value = result.percentile_ms(*p);
+            let h = panel * value / scale;
+            let _ = write!(
+                svg,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{} p{p}: {value:.3} ms</title></rect>"#,
+                x0 + bar * i as f64,
+                top + panel - h,
+                bar - 4.0,
+                shades[i],
+                xml(&result.balancer)
+            );
+        }
+        let _ = write!(
+            svg,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x0 + (group_width - 30.0) / 2.0,
+            top + panel + 18.0,
+            xml(&result.balancer)
+        );
+    }
+    let legend_y = top + panel + 44.0;
+    for (i, label) in ["p50", "p95", "p99"].iter().enumerate() {
+        let x = 90.0 + 70.0 * i as f64;
+        let _ = write!(
+            svg,
+            r#"<rect x="{x}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{}" y="{:.1}">{label}</text>"#,
+            legend_y - 10.0,
+            shades[i],
+            x + 16.0,
+            legend_y
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// 1, 2 or 5 times a power of ten, at or above `value`: a readable axis top.
+fn nice_ceiling(value: f64) -> f64 {
+    let magnitude = 10f64.powf(value.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|&top| top >= value)
+        .unwrap_or(10.0 * magnitude)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let options = match parse_options(&args) {
@@ -542,34 +860,37 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let outcome = match &options.target {
-        Some(target) => target
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut a| a.next())
-            .ok_or_else(|| format!("cannot resolve --target {target}"))
-            .and_then(|addr| {
-                let balancer = current_balancer(addr).unwrap_or_else(|| "(unknown)".into());
-                eprintln!("driving the relay at {addr}");
-                run(&options, addr).map(|(mut tally, elapsed)| {
-                    print_report(&options, &mut tally, elapsed, &balancer)
-                })
-            }),
-        None => {
-            let dir = TempDir::new("many-clients");
-            start_own_relay(&options, &dir).and_then(|relay| {
-                eprintln!(
-                    "started a relay at {} with {} node threads on {}",
-                    relay.addr(),
-                    options.nodes,
-                    dir.path().display()
-                );
-                run(&options, relay.addr()).map(|(mut tally, elapsed)| {
-                    print_report(&options, &mut tally, elapsed, &options.balancer)
-                })
-            })
+    let outcome = if options.compare {
+        compare_all(&options)
+    } else {
+        match &options.target {
+            Some(target) => target
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("cannot resolve --target {target}"))
+                .and_then(|addr| {
+                    let balancer = current_balancer(addr).unwrap_or_else(|| "(unknown)".into());
+                    eprintln!("driving the relay at {addr}");
+                    run(&options, addr)
+                        .map(|(tally, elapsed)| vec![RunResult::new(&balancer, tally, elapsed)])
+                }),
+            None => run_own(&options, &options.balancer).map(|result| vec![result]),
         }
-    };
+        .map(|results| {
+            print_report(&options, &results[0]);
+            results
+        })
+    }
+    .and_then(|results| match &options.svg {
+        Some(path) => {
+            std::fs::write(path, chart_svg(&options, &results))
+                .map_err(|e| format!("cannot write {path}: {e}"))?;
+            eprintln!("wrote {path}");
+            Ok(())
+        }
+        None => Ok(()),
+    });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -25,6 +25,7 @@
 //! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log |
 //! | [`cache`] | the per-node LRU with TTL and invalidation |
 //! | [`balancer`] | the six node-selection strategies (pure) |
+//! | [`dashboard`] | the live HTML page at `/_relay/` |
 //! | [`json`], [`rand`], [`names`], [`sample`] | small pure helpers |
 //! | [`temp_dir`] | self-removing directories for tests and examples |
 
@@ -33,6 +34,7 @@ pub mod booking;
 pub mod cache;
 pub mod cli;
 pub mod client;
+pub mod dashboard;
 pub mod http;
 pub mod json;
 pub mod launch;

@@ -563,3 +563,24 @@ fn expect_continue_is_answered_by_the_relay_and_not_forwarded() {
     assert_eq!(seen[0].header("expect"), None);
     assert_eq!(seen[0].body, b"{}");
 }
+
+#[test]
+fn the_dashboard_is_one_self_contained_html_page() {
+    let relay = TestRelay::start(1, 0, "round-robin", |_| {});
+    let mut client = relay.client();
+    let page = client.get("/_relay/");
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .expect("type")
+        .starts_with("text/html"));
+    let html = page.text();
+    assert!(html.contains("/_relay/status"), "it polls the status");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "no external URL"
+    );
+    let bare = client.get("/_relay");
+    assert_eq!(bare.status, 301);
+    assert_eq!(bare.header("location"), Some("/_relay/"));
+}

@@ -1,6 +1,7 @@
 //! The relay's own endpoints under `/_relay/` (SPEC §5); never forwarded.
 //!
-//! Reading (`GET`): `status` is JSON for scripts and the dashboard, `metrics`
+//! Reading (`GET`): `/_relay/` is the live dashboard ([`crate::dashboard`]),
+//! `status` is JSON for scripts and the dashboard, `metrics`
 //! the same figures in Prometheus text format, `balancer` the strategy and
 //! weights. Changing (`POST`, `PUT`, `DELETE`): the simulator's controls in
 //! [`super::control`], refused with 403 unless the caller presents
@@ -29,6 +30,12 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
     let rest = path.strip_prefix("/_relay").unwrap_or("");
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segments.as_slice()) {
+        ("GET" | "HEAD", []) if path.ends_with('/') => Response::new(200)
+            .with_header("Content-Type", "text/html; charset=utf-8")
+            .with_header("Cache-Control", "no-store")
+            .with_body(crate::dashboard::PAGE.as_bytes().to_vec()),
+        // The dashboard's relative links need the trailing slash.
+        ("GET" | "HEAD", []) => Response::new(301).with_header("Location", "/_relay/"),
         ("GET" | "HEAD", ["status"]) => Response::json(200, status_json(&relay.topology())),
         ("GET" | "HEAD", ["metrics"]) => Response::new(200)
             .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -648,15 +648,8 @@ fn compare_all(options: &Options) -> Result<Vec<RunResult>, String> {
     );
     println!();
     println!(
-        "{:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}  {}",
-        "balancer",
-        "req/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "hit rate",
-        "errors",
-        "share per node (largest first)"
+        "{:<18} {:>9} {:>8} {:>8} {:>8} {:>9} {:>7}  share per node (largest first)",
+        "balancer", "req/s", "p50 ms", "p95 ms", "p99 ms", "hit rate", "errors"
     );
     for result in &results {
         let shares: Vec<String> = result

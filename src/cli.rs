@@ -42,6 +42,7 @@ pub struct RelayConfig {
     pub health_interval: Duration,
     pub access_log: bool,
     pub admin_token: Option<String>,
+    pub max_connections: usize,
 }
 
 impl Default for RelayConfig {
@@ -60,6 +61,7 @@ impl Default for RelayConfig {
             health_interval: Duration::from_millis(1000),
             access_log: false,
             admin_token: None,
+            max_connections: crate::http::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -126,6 +128,7 @@ Options:
   --health-interval MS     active health check period [default: 1000]
   --access-log             one line per request on stderr
   --admin-token TOKEN      required as 'Authorization: Bearer TOKEN' for mutating /_relay/* calls
+  --max-connections N      concurrent client connections; beyond, 503 and close [default: 4096]
   -h, --help               this text
   -V, --version            the version
 ";
@@ -200,6 +203,13 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 config.health_interval = Duration::from_millis(ms);
             }
             "--access-log" => config.access_log = true,
+            "--max-connections" => {
+                let n = options.number(&option)?;
+                if n == 0 {
+                    return Err(Error("--max-connections must be at least 1".into()));
+                }
+                config.max_connections = n as usize;
+            }
             "--admin-token" => {
                 let token = options.value(&option)?;
                 if token.is_empty() {
@@ -248,6 +258,7 @@ const RELAY_OPTIONS: &[&str] = &[
     "--health-interval",
     "--access-log",
     "--admin-token",
+    "--max-connections",
     "--help",
     "--version",
 ];
@@ -461,7 +472,8 @@ mod tests {
         let config = relay(
             "--listen 127.0.0.1:0 --nodes 2 --backend 127.0.0.1:9001 --balancer=weighted \
              --weights 5,1,1 --db /tmp/x.db --seed 10 --cache-capacity 8 --cache-ttl 0 \
-             --node-delay 0,20 --health-interval 250 --access-log --admin-token s3cret",
+             --node-delay 0,20 --health-interval 250 --access-log --admin-token s3cret \
+             --max-connections 100",
         );
         assert_eq!(config.listen, "127.0.0.1:0");
         assert_eq!(config.nodes, 2);
@@ -479,6 +491,7 @@ mod tests {
         assert_eq!(config.health_interval, Duration::from_millis(250));
         assert!(config.access_log);
         assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
+        assert_eq!(config.max_connections, 100);
     }
 
     #[test]

@@ -11,15 +11,48 @@
 //!
 //! A [`Server`] can be killed abruptly, like a crashed process: the listener
 //! closes and every open connection is cut. The node simulator relies on it.
+//!
+//! **Limits.** At most [`ServerOptions::max_connections`] client connections
+//! are open at once; the next one is answered `503` at once and closed, so a
+//! connection flood costs a bounded number of threads and never a hang. A
+//! panic while serving one connection ends that connection only, is logged,
+//! and is counted in [`ServerCounters`].
 
 use super::conn::{self, Handler};
+use super::write::write_response;
+use super::{Response, Version};
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
+
+/// Default bound on concurrent client connections per server.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// How a server runs its connections.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Names the threads and log lines.
+    pub label: String,
+    /// Stack of each connection thread.
+    pub stack_bytes: usize,
+    /// Concurrent client connections beyond which new ones get 503.
+    pub max_connections: usize,
+}
+
+/// What a server counts, shared with whoever reports it (`/_relay/metrics`).
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    /// Connections accepted since start.
+    pub accepted: AtomicU64,
+    /// Connections refused with 503 because the limit was reached.
+    pub refused: AtomicU64,
+    /// Connections whose handler panicked (each ended only that connection).
+    pub panics: AtomicU64,
+}
 
 /// A running server. Dropping it or calling [`Server::kill`] stops it.
 pub struct Server {
@@ -30,14 +63,12 @@ pub struct Server {
 
 /// What the acceptor, the connection threads and the killer share.
 struct Shared {
-    label: String,
-    stack_bytes: usize,
+    options: ServerOptions,
     stopping: AtomicBool,
     /// A clone of every open client socket, so a kill can cut them all.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
-    /// Connections whose handler panicked (each ended only that connection).
-    panics: AtomicU64,
+    counters: Arc<ServerCounters>,
 }
 
 impl Shared {
@@ -47,23 +78,22 @@ impl Shared {
 }
 
 impl Server {
-    /// Serves `handler` on `listener` from a new acceptor thread; each
-    /// connection gets a thread with a `stack_bytes` stack. `label` names the
-    /// threads and log lines.
+    /// Serves `handler` on `listener` from a new acceptor thread, one
+    /// thread per connection, counting into `counters`.
     pub fn start<H: Handler + Send + Sync + 'static>(
         listener: TcpListener,
         handler: Arc<H>,
-        label: &str,
-        stack_bytes: usize,
+        options: ServerOptions,
+        counters: Arc<ServerCounters>,
     ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
+        let label = options.label.clone();
         let shared = Arc::new(Shared {
-            label: label.to_string(),
-            stack_bytes,
+            options,
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
-            panics: AtomicU64::new(0),
+            counters,
         });
         let acceptor = {
             let shared = Arc::clone(&shared);
@@ -82,9 +112,8 @@ impl Server {
         self.addr
     }
 
-    /// Connections whose handler panicked so far.
-    pub fn panics(&self) -> u64 {
-        self.shared.panics.load(Ordering::Relaxed)
+    pub fn counters(&self) -> &Arc<ServerCounters> {
+        &self.shared.counters
     }
 
     /// Client connections currently open.
@@ -145,7 +174,7 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
                     return;
                 }
                 // Out of file descriptors or similar: back off instead of spinning.
-                eprintln!("{}: accept failed: {error}", shared.label);
+                eprintln!("{}: accept failed: {error}", shared.options.label);
                 thread::sleep(Duration::from_millis(50));
                 continue;
             }
@@ -153,6 +182,12 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
+        if shared.connections().len() >= shared.options.max_connections {
+            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
+            refuse_overloaded(stream, shared.options.max_connections);
+            continue;
+        }
+        shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         match stream.try_clone() {
             Ok(clone) => {
@@ -163,8 +198,8 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
         let handler = Arc::clone(handler);
         let worker_shared = Arc::clone(shared);
         let spawned = thread::Builder::new()
-            .name(format!("{}-conn", shared.label))
-            .stack_size(shared.stack_bytes)
+            .name(format!("{}-conn", shared.options.label))
+            .stack_size(shared.options.stack_bytes)
             .spawn(move || {
                 serve_guarded(stream, &*handler, &worker_shared);
                 worker_shared.connections().remove(&id);
@@ -184,10 +219,31 @@ fn serve_guarded<H: Handler>(stream: TcpStream, handler: &H, shared: &Shared) {
         conn::serve(stream, handler);
     }));
     if outcome.is_err() {
-        shared.panics.fetch_add(1, Ordering::Relaxed);
+        shared.counters.panics.fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "{}: a connection handler panicked; that connection was closed",
-            shared.label
+            shared.options.label
         );
     }
+}
+
+/// Answers a connection over the limit from the acceptor itself, without a
+/// thread: whatever the client already sent is drained (closing with unread
+/// input would reset the connection and could destroy the answer), then a
+/// 503 and a close. Nothing here blocks.
+fn refuse_overloaded(mut stream: TcpStream, limit: usize) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 4096];
+    while matches!(stream.read(&mut scratch), Ok(n) if n > 0) {}
+    let mut response = Response::error(
+        503,
+        &format!("the server is at its limit of {limit} open connections; try again shortly"),
+    );
+    response.close = true;
+    let mut out = Vec::new();
+    write_response(&mut out, &response, Version::Http11, false, true);
+    let _ = stream.write_all(&out);
+    let _ = stream.shutdown(Shutdown::Write);
 }

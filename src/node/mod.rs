@@ -15,7 +15,7 @@ pub mod routes;
 
 use crate::cache::{Cache, Lookup};
 use crate::http::conn::Handler;
-use crate::http::server::Server;
+use crate::http::server::{Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
 use crate::json;
 use crate::store::{self, ChangeFeed, Changes, Store};
@@ -167,8 +167,12 @@ pub struct NodeServer {
 impl NodeServer {
     /// Serves `node` on `listener`.
     pub fn start(node: Arc<Node>, listener: TcpListener) -> io::Result<NodeServer> {
-        let label = format!("node-{}", node.name);
-        let server = Server::start(listener, Arc::clone(&node), &label, CONNECTION_STACK_BYTES)?;
+        let options = ServerOptions {
+            label: format!("node-{}", node.name),
+            stack_bytes: CONNECTION_STACK_BYTES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        };
+        let server = Server::start(listener, Arc::clone(&node), options, Default::default())?;
         Ok(NodeServer { node, server })
     }
 

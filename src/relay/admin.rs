@@ -11,6 +11,7 @@
 use super::backend::Topology;
 use super::control::{NodeInfo, Refusal};
 use super::Relay;
+use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};
 use crate::json::{self, Value};
 use std::fmt::Write as _;
@@ -37,9 +38,13 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         // The dashboard's relative links need the trailing slash.
         ("GET" | "HEAD", []) => Response::new(301).with_header("Location", "/_relay/"),
         ("GET" | "HEAD", ["status"]) => Response::json(200, status_json(&relay.topology())),
-        ("GET" | "HEAD", ["metrics"]) => Response::new(200)
-            .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-            .with_body(metrics_text(&relay.topology()).into_bytes()),
+        ("GET" | "HEAD", ["metrics"]) => {
+            let mut text = metrics_text(&relay.topology());
+            text.push_str(&connection_metrics(relay.counters()));
+            Response::new(200)
+                .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                .with_body(text.into_bytes())
+        }
         ("GET" | "HEAD", ["balancer"]) => Response::json(200, balancer_json(&relay.topology())),
         ("PUT", ["balancer"]) => switch_balancer(relay, &request.body),
         ("POST", ["nodes"]) => add_node(relay, &request.body),
@@ -327,6 +332,33 @@ pub fn metrics_text(topology: &Topology) -> String {
     out
 }
 
+/// The relay's own client-connection counters, in the same format.
+pub fn connection_metrics(counters: &ServerCounters) -> String {
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "bookrelay_client_connections_accepted_total",
+            "Client connections accepted.",
+            &counters.accepted,
+        ),
+        (
+            "bookrelay_client_connections_refused_total",
+            "Client connections answered 503 because the connection limit was reached.",
+            &counters.refused,
+        ),
+        (
+            "bookrelay_connection_panics_total",
+            "Client connections whose handler panicked; each ended only that connection.",
+            &counters.panics,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
+    out
+}
+
 /// Label values escape backslash, double quote and newline.
 fn escape_label(value: &str) -> String {
     value
@@ -395,6 +427,16 @@ mod tests {
         assert_eq!(nodes[0].get("cache_hits"), Some(&json::Value::Null));
         assert_eq!(nodes[1].get("healthy"), Some(&json::Value::Bool(false)));
         assert_eq!(nodes[1].get("weight").and_then(|v| v.as_f64()), Some(1.0));
+    }
+
+    #[test]
+    fn connection_counters_are_reported() {
+        let counters = ServerCounters::default();
+        counters.panics.store(2, Ordering::Relaxed);
+        let text = connection_metrics(&counters);
+        assert!(text.contains("# TYPE bookrelay_connection_panics_total counter\n"));
+        assert!(text.contains("bookrelay_connection_panics_total 2\n"));
+        assert!(text.contains("bookrelay_client_connections_refused_total 0\n"));
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod pool;
 
 use crate::cli::RelayConfig;
 use crate::http::conn::Handler;
-use crate::http::server::Server;
+use crate::http::server::{Server, ServerCounters, ServerOptions};
 use crate::http::{Request, Response};
 use crate::launch::LaunchError;
 use crate::names::NameGenerator;
@@ -48,6 +48,8 @@ pub struct Relay {
     /// Serialises changes to the node set, so two concurrent adds cannot
     /// each build a topology that lacks the other's node.
     changes: Mutex<()>,
+    /// Client connections accepted, refused at the limit, and panicked.
+    counters: Arc<ServerCounters>,
 }
 
 impl Relay {
@@ -58,6 +60,11 @@ impl Relay {
 
     pub fn config(&self) -> &RelayConfig {
         &self.config
+    }
+
+    /// The client-side connection counters.
+    pub fn counters(&self) -> &ServerCounters {
+        &self.counters
     }
 
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -156,15 +163,21 @@ impl RelayServer {
             names: Mutex::new(names),
             seeds: Mutex::new(seeds),
             changes: Mutex::new(()),
+            counters: Arc::default(),
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;
         }
+        let options = ServerOptions {
+            label: "relay".into(),
+            stack_bytes: CONNECTION_STACK_BYTES,
+            max_connections: config.max_connections,
+        };
         let server = Server::start(
             listener,
             Arc::clone(&relay),
-            "relay",
-            CONNECTION_STACK_BYTES,
+            options,
+            Arc::clone(&relay.counters),
         )
         .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
         Ok(RelayServer { relay, server })

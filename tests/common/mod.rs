@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod storm;
+
 use bookrelay::json::{self, Value};
 use bookrelay::launch;
 use bookrelay::node::{NodeConfig, NodeServer};

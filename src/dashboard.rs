@@ -21,6 +21,7 @@ mod tests {
             !PAGE.contains("src=\"//") && !PAGE.contains("href=\"//"),
             "no protocol-relative URL"
         );
-        assert!(PAGE.contains("/_relay/status"));
+        // It polls the relay's status: API base plus "/status".
+        assert!(PAGE.contains("\"/_relay\"") && PAGE.contains("\"/status\""));
     }
 }

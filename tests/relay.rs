@@ -575,7 +575,10 @@ fn the_dashboard_is_one_self_contained_html_page() {
         .expect("type")
         .starts_with("text/html"));
     let html = page.text();
-    assert!(html.contains("/_relay/status"), "it polls the status");
+    assert!(
+        html.contains("\"/_relay\"") && html.contains("\"/status\""),
+        "it polls the status"
+    );
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external URL"

@@ -8,6 +8,9 @@
 //! small stacks so that thousands of idle keep-alive connections cost little
 //! memory (the untouched part of a stack costs nothing); a bounded pool would
 //! instead make the thousand-and-first client wait for a free thread.
+//! Threads are reused: when a connection ends, its thread waits for the next
+//! one the acceptor hands off, so a stream of short connections costs no
+//! thread start each.
 //!
 //! A [`Server`] can be killed abruptly, like a crashed process: the listener
 //! closes and every open connection is cut. The node simulator relies on it.
@@ -21,11 +24,11 @@
 use super::conn::{self, Handler};
 use super::write::write_response;
 use super::{Response, Version};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -61,19 +64,40 @@ pub struct Server {
     acceptor: Option<JoinHandle<()>>,
 }
 
-/// What the acceptor, the connection threads and the killer share.
+/// How long a worker thread with nothing to serve waits before it ends.
+/// Reusing threads spares a thread start per connection; ending idle ones
+/// gives their memory back after a burst.
+pub const WORKER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What the acceptor, the worker threads and the killer share.
 struct Shared {
     options: ServerOptions,
     stopping: AtomicBool,
-    /// A clone of every open client socket, so a kill can cut them all.
+    /// A clone of every connection being served, so a kill can cut them all.
     connections: Mutex<HashMap<u64, TcpStream>>,
     next_connection: AtomicU64,
+    /// Connections accepted and not yet finished (queued or being served).
+    open: AtomicUsize,
+    queue: Mutex<Queue>,
+    /// Signals a waiting worker that a connection was queued.
+    work: Condvar,
     counters: Arc<ServerCounters>,
+}
+
+/// Connections handed off by the acceptor, and the workers waiting for them.
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<TcpStream>,
+    idle_workers: usize,
 }
 
 impl Shared {
     fn connections(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -93,6 +117,9 @@ impl Server {
             stopping: AtomicBool::new(false),
             connections: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
             counters,
         });
         let acceptor = {
@@ -118,7 +145,7 @@ impl Server {
 
     /// Client connections currently open.
     pub fn open_connections(&self) -> usize {
-        self.shared.connections().len()
+        self.shared.open.load(Ordering::SeqCst)
     }
 
     /// Stops abruptly, like a crash: the listener closes and every open
@@ -132,6 +159,10 @@ impl Server {
         // dropping the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         let _ = acceptor.join();
+        for stream in self.shared.queue().waiting.drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.shared.work.notify_all();
         for (_, stream) in self.shared.connections().drain() {
             let _ = stream.shutdown(Shutdown::Both);
         }
@@ -182,35 +213,94 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if shared.connections().len() >= shared.options.max_connections {
+        if shared.open.load(Ordering::SeqCst) >= shared.options.max_connections {
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             refuse_overloaded(stream, shared.options.max_connections);
             continue;
         }
+        shared.open.fetch_add(1, Ordering::SeqCst);
         shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        match stream.try_clone() {
-            Ok(clone) => {
-                shared.connections().insert(id, clone);
-            }
-            Err(_) => continue,
-        }
-        let handler = Arc::clone(handler);
-        let worker_shared = Arc::clone(shared);
-        let spawned = thread::Builder::new()
-            .name(format!("{}-conn", shared.options.label))
-            .stack_size(shared.options.stack_bytes)
-            .spawn(move || {
-                serve_guarded(stream, &*handler, &worker_shared);
-                worker_shared.connections().remove(&id);
-            });
-        if spawned.is_err() {
-            // No thread to be had: the client is refused rather than queued.
-            if let Some(stream) = shared.connections().remove(&id) {
-                let _ = stream.shutdown(Shutdown::Both);
-            }
+        dispatch(stream, handler, shared);
+    }
+}
+
+/// Hands a new connection to an idle worker, or to a new one if none is
+/// idle. The acceptor does nothing slower than this, so it keeps draining the
+/// listen backlog (128 in std, which cannot be raised without FFI) even when
+/// hundreds of clients connect at once.
+fn dispatch<H: Handler + Send + Sync + 'static>(
+    stream: TcpStream,
+    handler: &Arc<H>,
+    shared: &Arc<Shared>,
+) {
+    {
+        let mut queue = shared.queue();
+        // Only queue what a waiting worker is sure to take.
+        if queue.idle_workers > queue.waiting.len() {
+            queue.waiting.push_back(stream);
+            drop(queue);
+            shared.work.notify_one();
+            return;
         }
     }
+    let handler = Arc::clone(handler);
+    let worker_shared = Arc::clone(shared);
+    let spawned = thread::Builder::new()
+        .name(format!("{}-conn", shared.options.label))
+        .stack_size(shared.options.stack_bytes)
+        .spawn(move || work(stream, &*handler, &worker_shared));
+    if spawned.is_err() {
+        // No thread to be had: the client is refused (its socket closed with
+        // the failed closure) rather than queued.
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A worker: serves its first connection, then whatever is handed to it,
+/// until it has been idle for [`WORKER_IDLE_TIMEOUT`] or the server stops.
+fn work<H: Handler>(first: TcpStream, handler: &H, shared: &Shared) {
+    let mut next = Some(first);
+    while let Some(stream) = next.take() {
+        serve_registered(stream, handler, shared);
+        next = wait_for_work(shared);
+    }
+}
+
+fn wait_for_work(shared: &Shared) -> Option<TcpStream> {
+    let mut queue = shared.queue();
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        if let Some(stream) = queue.waiting.pop_front() {
+            return Some(stream);
+        }
+        queue.idle_workers += 1;
+        let (woken, timeout) = shared
+            .work
+            .wait_timeout(queue, WORKER_IDLE_TIMEOUT)
+            .unwrap_or_else(|e| e.into_inner());
+        queue = woken;
+        queue.idle_workers -= 1;
+        if timeout.timed_out() && queue.waiting.is_empty() {
+            return None;
+        }
+    }
+}
+
+/// Serves one connection, registered so that a kill can cut it.
+fn serve_registered<H: Handler>(stream: TcpStream, handler: &H, shared: &Shared) {
+    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+    if let Ok(clone) = stream.try_clone() {
+        shared.connections().insert(id, clone);
+    }
+    // A kill sets the flag before it cuts the registered connections, so a
+    // connection registered after that sees the flag here.
+    if !shared.stopping.load(Ordering::SeqCst) {
+        serve_guarded(stream, handler, shared);
+    }
+    shared.connections().remove(&id);
+    shared.open.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Serves one connection; a panic in it ends that connection only.
@@ -246,4 +336,78 @@ fn refuse_overloaded(mut stream: TcpStream, limit: usize) {
     write_response(&mut out, &response, Version::Http11, false, true);
     let _ = stream.write_all(&out);
     let _ = stream.shutdown(Shutdown::Write);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Request, Response};
+    use std::io::Read;
+
+    /// Answers with the id of the thread that served the request.
+    struct WhichThread;
+
+    impl Handler for WhichThread {
+        fn handle(&self, _request: Request, _peer: SocketAddr) -> Response {
+            Response::new(200).with_body(format!("{:?}", thread::current().id()).into_bytes())
+        }
+    }
+
+    fn start(max_connections: usize) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let options = ServerOptions {
+            label: "test".into(),
+            stack_bytes: 128 * 1024,
+            max_connections,
+        };
+        Server::start(listener, Arc::new(WhichThread), options, Arc::default()).expect("start")
+    }
+
+    fn close_request(addr: SocketAddr) -> String {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        answer
+    }
+
+    #[test]
+    fn worker_threads_are_reused_across_connections() {
+        let server = start(16);
+        let threads: std::collections::HashSet<String> = (0..20)
+            .map(|_| {
+                let answer = close_request(server.addr());
+                assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+                answer.rsplit("\r\n\r\n").next().expect("body").to_string()
+            })
+            .collect();
+        // One after another, the same few threads serve all twenty; a thread
+        // per connection would show twenty.
+        assert!(
+            threads.len() <= 3,
+            "{} threads for 20 sequential connections",
+            threads.len()
+        );
+        assert_eq!(server.counters().accepted.load(Ordering::SeqCst), 20);
+    }
+
+    #[test]
+    fn a_killed_server_cuts_its_connections_and_frees_the_port() {
+        let mut server = start(16);
+        let addr = server.addr();
+        let mut open = TcpStream::connect(addr).expect("connect");
+        open.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+        let mut chunk = [0u8; 256];
+        assert!(open.read(&mut chunk).expect("answer") > 0);
+        server.kill();
+        let mut rest = Vec::new();
+        let _ = open.read_to_end(&mut rest);
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "nothing listens any more"
+        );
+        assert!(TcpListener::bind(addr).is_ok(), "the port is free again");
+    }
 }

@@ -143,6 +143,11 @@ impl Server {
         &self.shared.counters
     }
 
+    /// Worker threads waiting for a connection to serve.
+    pub fn idle_workers(&self) -> usize {
+        self.shared.queue().idle_workers
+    }
+
     /// Client connections currently open.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)

@@ -432,27 +432,7 @@ fn concurrent_idempotent_repeats_create_one_row() {
 #[test]
 fn many_concurrent_posts_all_land() {
     let node = TestNode::start("many-posts", 0);
-    let addr = node.addr;
-    let statuses: Vec<u16> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..8)
-            .map(|t| {
-                scope.spawn(move || {
-                    let mut client = Client::connect(addr);
-                    (0..100)
-                        .map(|i| {
-                            client
-                                .post_json("/bookings", &booking_body(&format!("t{t}-{i}")))
-                                .status
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let statuses = common::post_concurrently(node.addr, 8, 100, "t");
     assert_eq!(statuses.len(), 800);
     assert!(
         statuses.iter().all(|&s| s == 201),

@@ -381,9 +381,9 @@ fn without_a_token_changes_are_accepted_from_loopback_only() {
     assert_eq!(local.status, 200);
 }
 
-/// Requests each node of a relay with `--node-delay 0,0,20` receives from
-/// 6 concurrent clients under `balancer`: (fast, fast, slow).
-fn share_of_the_slow_node(balancer: &str) -> (f64, f64) {
+/// The slow node's share of the requests when a relay with `--node-delay
+/// 0,0,20` serves 6 concurrent clients under `balancer`.
+fn share_of_the_slow_node(balancer: &str) -> f64 {
     let relay = TestRelay::start(3, 5, balancer, |c| {
         c.node_delays = vec![Duration::ZERO, Duration::ZERO, Duration::from_millis(20)]
     });
@@ -409,14 +409,14 @@ fn share_of_the_slow_node(balancer: &str) -> (f64, f64) {
         })
         .collect();
     let total: f64 = requests.iter().sum();
-    (requests[2] / total, requests[2])
+    requests[2] / total
 }
 
 #[test]
 fn least_connections_and_p2c_send_less_to_a_slow_node_than_round_robin() {
-    let (round_robin, _) = share_of_the_slow_node("round-robin");
-    let (least, _) = share_of_the_slow_node("least-connections");
-    let (p2c, _) = share_of_the_slow_node("p2c");
+    let round_robin = share_of_the_slow_node("round-robin");
+    let least = share_of_the_slow_node("least-connections");
+    let p2c = share_of_the_slow_node("p2c");
     assert!(
         least < round_robin,
         "least-connections {least:.2} vs round-robin {round_robin:.2}"
@@ -430,27 +430,7 @@ fn least_connections_and_p2c_send_less_to_a_slow_node_than_round_robin() {
 #[test]
 fn sixteen_threads_of_concurrent_posts_all_land() {
     let relay = TestRelay::start(3, 0, "round-robin", |_| {});
-    let addr = relay.addr;
-    let statuses: Vec<u16> = thread::scope(|scope| {
-        let handles: Vec<_> = (0..16)
-            .map(|t| {
-                scope.spawn(move || {
-                    let mut client = Client::connect(addr);
-                    (0..150)
-                        .map(|i| {
-                            client
-                                .post_json("/bookings", &booking_body(&format!("p{t}-{i}")))
-                                .status
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let statuses = common::post_concurrently(relay.addr, 16, 150, "p");
     assert_eq!(statuses.len(), 2400);
     assert!(statuses.iter().all(|&s| s == 201));
     assert_eq!(Store::open(&relay.db).expect("open").count(), Ok(2400));

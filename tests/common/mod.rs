@@ -663,3 +663,28 @@ pub fn admin(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
     };
     client.request(method, path, headers, body.as_bytes())
 }
+
+/// `threads` clients at once, each POSTing `each` bookings (ids
+/// `{prefix}{thread}-{i}`) on its own keep-alive connection; every status.
+pub fn post_concurrently(addr: SocketAddr, threads: usize, each: usize, prefix: &str) -> Vec<u16> {
+    thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let mut client = Client::connect(addr);
+                    (0..each)
+                        .map(|i| {
+                            client
+                                .post_json("/bookings", &booking_body(&format!("{prefix}{t}-{i}")))
+                                .status
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("poster"))
+            .collect()
+    })
+}

@@ -553,3 +553,71 @@ fn the_dashboard_is_one_self_contained_html_page() {
     assert_eq!(bare.status, 301);
     assert_eq!(bare.header("location"), Some("/_relay/"));
 }
+
+#[test]
+fn the_access_log_has_one_line_per_request() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = bookrelay::temp_dir::TempDir::new("access-log");
+    let db = dir.path().join("b.db");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bookrelay"))
+        .args([
+            "--nodes",
+            "1",
+            "--seed",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "--db",
+        ])
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the relay");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines
+            .next()
+            .expect("the relay printed its address")
+            .expect("read");
+        if let Some(rest) = line.strip_prefix("relay listening on ") {
+            break rest
+                .split(' ')
+                .next()
+                .expect("address")
+                .parse()
+                .expect("valid address");
+        }
+    };
+    let mut client = Client::connect(addr);
+    assert_eq!(client.get("/bookings?limit=1").status, 200);
+    assert_eq!(client.get("/nowhere").status, 404);
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("read log");
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" GET ")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    // time, client, method, path, status, node, microseconds
+    let fields: Vec<&str> = lines[0].split(' ').collect();
+    assert_eq!(fields.len(), 7, "{}", lines[0]);
+    assert!(
+        fields[0].ends_with('Z') && fields[0].contains('T'),
+        "{}",
+        fields[0]
+    );
+    assert!(fields[1].starts_with("127.0.0.1:"));
+    assert_eq!(
+        (fields[2], fields[3], fields[4]),
+        ("GET", "/bookings?limit=1", "200")
+    );
+    assert!(fields[6].ends_with("us") && fields[6].trim_end_matches("us").parse::<u64>().is_ok());
+    assert!(lines[1].contains(" /nowhere 404 "));
+}

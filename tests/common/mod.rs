@@ -62,14 +62,7 @@ impl TestNode {
 
     /// Some booking id present in the seeded database.
     pub fn some_id(&self) -> String {
-        let page = self.client().get("/bookings?limit=1").json();
-        page.get("items")
-            .and_then(Value::as_array)
-            .and_then(|items| items.first())
-            .and_then(|b| b.get("booking_id"))
-            .and_then(Value::as_str)
-            .expect("a seeded booking")
-            .to_string()
+        some_id(self.addr)
     }
 }
 
@@ -687,4 +680,34 @@ pub fn post_concurrently(addr: SocketAddr, threads: usize, each: usize, prefix: 
             .flat_map(|h| h.join().expect("poster"))
             .collect()
     })
+}
+
+/// The first booking id a node or relay at `addr` lists.
+pub fn some_id(addr: SocketAddr) -> String {
+    let page = Client::connect(addr).get("/bookings?limit=1").json();
+    page.get("items")
+        .and_then(Value::as_array)
+        .and_then(|items| items.first())
+        .and_then(|b| b.get("booking_id"))
+        .and_then(Value::as_str)
+        .expect("a seeded booking")
+        .to_string()
+}
+
+/// HEAD of `path` answers like GET (same status and `Content-Length`) with
+/// no body, and leaves the connection in step for the next request.
+pub fn assert_head_matches_get(client: &mut Client, path: &str) {
+    let get = client.get(path);
+    let head = client.request("HEAD", path, &[], b"");
+    assert_eq!(head.status, get.status);
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        client.get("/health").status,
+        200,
+        "the connection is still in step"
+    );
 }

@@ -51,6 +51,7 @@ pub struct Node {
     feed: Mutex<ChangeFeed>,
     delay: Duration,
     requests: AtomicU64,
+    in_progress: AtomicU64,
 }
 
 impl Node {
@@ -65,6 +66,7 @@ impl Node {
             feed: Mutex::new(feed),
             delay: config.delay,
             requests: AtomicU64::new(0),
+            in_progress: AtomicU64::new(0),
         })
     }
 
@@ -83,6 +85,13 @@ impl Node {
     /// Requests answered so far, of any kind.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests whose body has arrived and whose answer is not yet built.
+    /// Lets an observer (a test) act at a moment the node is known to be
+    /// working on a request, rather than after a guessed sleep.
+    pub fn requests_in_progress(&self) -> u64 {
+        self.in_progress.load(Ordering::SeqCst)
     }
 
     /// One booking's JSON, and whether it came from the cache.
@@ -149,12 +158,30 @@ impl Handler for Node {
     }
 
     fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
+        let _counted = InProgress::enter(&self.in_progress);
         routes::handle(self, &request)
     }
 
     fn decorate(&self, response: &mut Response) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         response.headers.push(("X-Node", self.name.clone()));
+    }
+}
+
+/// One request counted in [`Node::requests_in_progress`]; uncounted on drop,
+/// so a handler that panics is not counted forever.
+struct InProgress<'a>(&'a AtomicU64);
+
+impl<'a> InProgress<'a> {
+    fn enter(counter: &'a AtomicU64) -> InProgress<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InProgress(counter)
+    }
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -10,6 +10,14 @@
 //! feed (one `PRAGMA data_version`, a shared-memory read) and drops the ids any
 //! writer, in this process or another, committed since the last poll. So once
 //! a write has been answered 2xx, no node serves the old value.
+//!
+//! **Stopping like a crash.** Cutting a killed node's connections does not
+//! stop its handler threads, and a thread inside its simulated service time
+//! would otherwise wake up and commit a write nobody can be told about (a
+//! crashed process commits nothing after its death; the client, or a relay
+//! retrying for it, must be free to assume that). So every write runs behind
+//! the node's `Liveness` gate and [`NodeServer::kill`] closes the gate
+//! before it returns.
 
 pub mod routes;
 
@@ -23,8 +31,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// Stack of each connection thread. Parsing and SQLite's statement execution
@@ -52,6 +59,79 @@ pub struct Node {
     delay: Duration,
     requests: AtomicU64,
     in_progress: AtomicU64,
+    liveness: Liveness,
+}
+
+/// Whether a node may still commit, and whether it is fully dead.
+///
+/// The gate is a lock rather than a flag because checking a flag and then
+/// committing leaves a window: a kill could land between the two and the
+/// write would still commit after it. Holding a read guard from the check
+/// until the store call returns closes it: [`Liveness::stop`] takes the write
+/// lock, so it waits for commits already under way (they belong to before
+/// the kill) and every later write finds the node dead. Writers share the
+/// read lock, so the gate never serializes them; SQLite does that anyway.
+///
+/// Dead is a second state, reached only once the connections are cut too:
+/// the handlers stopped by the kill wait for it before they answer, so a
+/// killed node answers nothing, as a crashed one could not. It has its own
+/// mutex and condvar because an `RwLock` cannot be waited on.
+struct Liveness {
+    alive: RwLock<bool>,
+    dead: Mutex<bool>,
+    died: Condvar,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness {
+            alive: RwLock::new(true),
+            dead: Mutex::new(false),
+            died: Condvar::new(),
+        }
+    }
+
+    /// `write` if still alive, with no stop getting past the gate until it
+    /// returns.
+    fn while_alive<T>(&self, write: impl FnOnce() -> T) -> Option<T> {
+        // A poisoned lock still holds a valid bool: read guards never
+        // poison it, and `stop` cannot panic while it holds the write guard.
+        let alive = self.alive.read().unwrap_or_else(|e| e.into_inner());
+        alive.then(write)
+    }
+
+    /// Sleeps for `delay` unless the node dies first; `false` if it did.
+    fn sleep(&self, delay: Duration) -> bool {
+        let dead = self.lock_dead();
+        let (dead, _) = self
+            .died
+            .wait_timeout_while(dead, delay, |dead| !*dead)
+            .unwrap_or_else(|e| e.into_inner());
+        !*dead
+    }
+
+    /// Returns once the node is dead. Called only after the gate was found
+    /// closed, and [`Liveness::stop`] always goes on from there to dead.
+    fn wait_dead(&self) {
+        let dead = self.lock_dead();
+        let _dead = self
+            .died
+            .wait_while(dead, |dead| !*dead)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+
+    /// Closes the gate (waiting for the commits under way), runs `cut`, then
+    /// declares the node dead and wakes every handler waiting on it.
+    fn stop(&self, cut: impl FnOnce()) {
+        *self.alive.write().unwrap_or_else(|e| e.into_inner()) = false;
+        cut();
+        *self.lock_dead() = true;
+        self.died.notify_all();
+    }
+
+    fn lock_dead(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.dead.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Node {
@@ -67,6 +147,7 @@ impl Node {
             delay: config.delay,
             requests: AtomicU64::new(0),
             in_progress: AtomicU64::new(0),
+            liveness: Liveness::new(),
         })
     }
 
@@ -74,6 +155,7 @@ impl Node {
         &self.name
     }
 
+    /// For reads. Writes go through [`Node::write`], or a kill could not stop them.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -127,10 +209,25 @@ impl Node {
         }
     }
 
-    fn simulate_service_time(&self) {
-        if !self.delay.is_zero() {
-            thread::sleep(self.delay);
+    /// Runs `write` (a store call that commits) unless the node has been
+    /// killed, and holds off a kill until it returns. Every write goes
+    /// through here (`Liveness` says why).
+    ///
+    /// `None` if killed, and only once the kill has cut the connections, so
+    /// whatever the caller then answers reaches no client.
+    pub fn write<T>(&self, write: impl FnOnce(&Store) -> T) -> Option<T> {
+        let written = self.liveness.while_alive(|| write(&self.store));
+        if written.is_none() {
+            self.liveness.wait_dead();
         }
+        written
+    }
+
+    /// Waits out the simulated service time; `false` if the node was killed
+    /// meanwhile (its connections are then cut already). A kill ends the
+    /// wait at once, so a killed node's threads do not linger for the delay.
+    fn simulate_service_time(&self) -> bool {
+        self.delay.is_zero() || self.liveness.sleep(self.delay)
     }
 
     /// The `/stats` document.
@@ -211,18 +308,35 @@ impl NodeServer {
         &self.node
     }
 
-    /// Stops abruptly, like a crash: the listener closes and every open
-    /// connection is cut. The port is free again on return.
+    /// Stops abruptly, like a crash: the work in progress stops (nothing it
+    /// was handling commits after this returns, nothing more is answered),
+    /// the listener closes and every open connection is cut. The port is
+    /// free again on return. A revived node is a new [`Node`]; this one
+    /// stays dead.
+    ///
+    /// The order is the point: writes stop first (waiting for the commits
+    /// under way, a few milliseconds; at worst the store's busy timeout), so
+    /// nothing commits between the cut and the stop; handlers are woken
+    /// last, so none of them answers before its connection is gone.
     pub fn kill(&mut self) {
-        self.server.kill();
+        let server = &mut self.server;
+        self.node.liveness.stop(|| server.kill());
     }
 
     /// Blocks until the server is killed from another thread.
-    pub fn wait(self) {
-        self.server.wait();
+    pub fn wait(mut self) {
+        self.server.join();
     }
 
     pub fn is_running(&self) -> bool {
         self.server.is_running()
+    }
+}
+
+impl Drop for NodeServer {
+    /// A dropped server is killed in full: dropping only the [`Server`]
+    /// would cut the connections but leave their handlers free to commit.
+    fn drop(&mut self) {
+        self.kill();
     }
 }

@@ -8,6 +8,9 @@
 //! Reads of one booking go cache first ([`Node::read_booking`]); every write goes
 //! to SQLite, is committed, and only then drops the id from this node's cache
 //! and answers 2xx. Other nodes learn of it through the store's change log.
+//!
+//! Every write reaches the store through [`Node::write`], never
+//! [`Node::store`], so that a killed node commits nothing more.
 
 use super::Node;
 use crate::booking::{is_valid_id, Booking};
@@ -108,8 +111,8 @@ pub fn handle(node: &Node, request: &Request) -> Response {
     if let Err(response) = check_content_type(&route, request) {
         return response;
     }
-    if !matches!(route, Route::Health | Route::Stats) {
-        node.simulate_service_time();
+    if !matches!(route, Route::Health | Route::Stats) && !node.simulate_service_time() {
+        return killed(node);
     }
     match route {
         Route::Health => health(node),
@@ -197,10 +200,12 @@ fn create(node: &Node, request: &Request) -> Response {
         Ok(booking) => booking,
         Err(invalid) => return Response::error(400, &invalid.0),
     };
-    match node
-        .store()
-        .create(&booking, key.map(|k| (k, request.body.as_slice())))
-    {
+    let Some(result) =
+        node.write(|store| store.create(&booking, key.map(|k| (k, request.body.as_slice()))))
+    else {
+        return killed(node);
+    };
+    match result {
         Ok(Created::New(json)) => {
             node.cache().invalidate(&booking.booking_id);
             created(201, json, &booking.booking_id)
@@ -238,7 +243,10 @@ fn update(node: &Node, id: &str, body: &[u8]) -> Response {
         Ok(value) => value,
         Err(response) => return response,
     };
-    let result = node.store().update(id, |current| current.patched(&patch));
+    let Some(result) = node.write(|store| store.update(id, |current| current.patched(&patch)))
+    else {
+        return killed(node);
+    };
     node.cache().invalidate(id);
     match result {
         Ok(updated) => Response::json(200, updated.to_json()),
@@ -250,7 +258,9 @@ fn delete(node: &Node, id: &str) -> Response {
     if !is_valid_id(id) {
         return not_found_booking(id);
     }
-    let result = node.store().delete(id);
+    let Some(result) = node.write(|store| store.delete(id)) else {
+        return killed(node);
+    };
     node.cache().invalidate(id);
     match result {
         Ok(()) => Response::new(204),
@@ -266,6 +276,17 @@ fn parse_body(body: &[u8]) -> Result<json::Value, Response> {
         ));
     }
     json::parse(body).map_err(|e| Response::error(400, &format!("the body is not valid JSON: {e}")))
+}
+
+/// The answer of a killed node's handler. Its connection is already cut, so
+/// no client reads it; it exists so the handler ends without touching the store.
+fn killed(node: &Node) -> Response {
+    let mut response = Response::error(
+        503,
+        &format!("node '{}' was stopped; nothing was written", node.name()),
+    );
+    response.close = true;
+    response
 }
 
 fn store_error(error: &StoreError) -> Response {

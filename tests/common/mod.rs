@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod storm;
 
 use bookrelay::json::{self, Value};

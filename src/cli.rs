@@ -40,6 +40,12 @@ pub struct RelayConfig {
     pub cache_ttl: Option<Duration>,
     pub node_delays: Vec<Duration>,
     pub health_interval: Duration,
+    /// What the active check requests; `None`: passive health only.
+    pub health_path: Option<String>,
+    /// Largest request body the relay forwards.
+    pub max_body_bytes: u64,
+    /// Longest silence between two pieces of a backend's response body.
+    pub read_timeout: Duration,
     pub access_log: bool,
     pub admin_token: Option<String>,
     pub max_connections: usize,
@@ -59,6 +65,9 @@ impl Default for RelayConfig {
             cache_ttl: Some(Duration::from_secs(60)),
             node_delays: Vec::new(),
             health_interval: Duration::from_millis(1000),
+            health_path: Some("/health".into()),
+            max_body_bytes: crate::http::MAX_BODY_BYTES as u64,
+            read_timeout: Duration::from_secs(60),
             access_log: false,
             admin_token: None,
             max_connections: crate::http::server::DEFAULT_MAX_CONNECTIONS,
@@ -126,6 +135,12 @@ Options:
   --cache-ttl SECS         age limit of a cache entry, 0 = none [default: 60]
   --node-delay MS,MS,...   extra service time per spawned node (simulate slow nodes)
   --health-interval MS     active health check period [default: 1000]
+  --health-path PATH       what the check asks with GET; any 2xx or 3xx passes; 'none' = no
+                           HTTP checks, only connect failures and resets count [default: /health]
+  --max-body BYTES         largest request body the relay forwards (larger: 413)
+                           [default: 1048576]
+  --read-timeout SECS      longest silence between two pieces of a backend's response body;
+                           then the response is cut [default: 60]
   --access-log             one line per request on stderr
   --admin-token TOKEN      required as 'Authorization: Bearer TOKEN' for mutating /_relay/* calls
   --max-connections N      concurrent client connections; beyond, 503 and close [default: 4096]
@@ -202,6 +217,32 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 }
                 config.health_interval = Duration::from_millis(ms);
             }
+            "--health-path" => {
+                let path = options.value(&option)?;
+                config.health_path = if path == "none" {
+                    None
+                } else if path.starts_with('/') && path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                    Some(path)
+                } else {
+                    return Err(Error(format!(
+                        "--health-path must be a path like /health (or 'none'), got '{path}'"
+                    )));
+                };
+            }
+            "--max-body" => {
+                let bytes = options.number(&option)?;
+                if bytes == 0 {
+                    return Err(Error("--max-body must be at least 1 byte".into()));
+                }
+                config.max_body_bytes = bytes;
+            }
+            "--read-timeout" => {
+                let seconds = options.number(&option)?;
+                if seconds == 0 {
+                    return Err(Error("--read-timeout must be at least 1 second".into()));
+                }
+                config.read_timeout = Duration::from_secs(seconds);
+            }
             "--access-log" => config.access_log = true,
             "--max-connections" => {
                 let n = options.number(&option)?;
@@ -256,6 +297,9 @@ const RELAY_OPTIONS: &[&str] = &[
     "--cache-ttl",
     "--node-delay",
     "--health-interval",
+    "--health-path",
+    "--max-body",
+    "--read-timeout",
     "--access-log",
     "--admin-token",
     "--max-connections",
@@ -465,6 +509,9 @@ mod tests {
         assert_eq!(config.balancer, "round-robin");
         assert_eq!(config.seed, 200);
         assert_eq!(config.cache_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(config.health_path.as_deref(), Some("/health"));
+        assert_eq!(config.max_body_bytes, 1_048_576);
+        assert_eq!(config.read_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -473,8 +520,12 @@ mod tests {
             "--listen 127.0.0.1:0 --nodes 2 --backend 127.0.0.1:9001 --balancer=weighted \
              --weights 5,1,1 --db /tmp/x.db --seed 10 --cache-capacity 8 --cache-ttl 0 \
              --node-delay 0,20 --health-interval 250 --access-log --admin-token s3cret \
-             --max-connections 100",
+             --max-connections 100 --health-path / --max-body 8388608 --read-timeout 5",
         );
+        assert_eq!(config.health_path.as_deref(), Some("/"));
+        assert_eq!(config.max_body_bytes, 8_388_608);
+        assert_eq!(config.read_timeout, Duration::from_secs(5));
+        assert_eq!(relay("--health-path none").health_path, None);
         assert_eq!(config.listen, "127.0.0.1:0");
         assert_eq!(config.nodes, 2);
         assert_eq!(config.backends, ["127.0.0.1:9001"]);
@@ -512,6 +563,9 @@ mod tests {
             "unknown option --lisen (did you mean --listen?)"
         );
         assert_eq!(error("stray"), "unexpected argument 'stray'");
+        assert!(error("--health-path health").starts_with("--health-path must be a path"));
+        assert_eq!(error("--max-body 0"), "--max-body must be at least 1 byte");
+        assert!(error("--read-timeout x").starts_with("--read-timeout needs"));
         assert_eq!(error("--access-log=yes"), "unexpected value 'yes'");
     }
 

@@ -241,9 +241,8 @@ fn smuggling_attempts_are_refused_and_never_reach_a_node() {
 
 #[test]
 fn broken_node_answers_become_502_and_the_connection_is_not_reused() {
-    let answers: [&[u8]; 3] = [
+    let answers: [&[u8]; 2] = [
         b"HTTP/1.1 abc Broken\r\n\r\n",
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}",
     ];
     for (i, broken) in answers.iter().enumerate() {
@@ -277,6 +276,19 @@ fn broken_node_answers_become_502_and_the_connection_is_not_reused() {
         );
         assert_eq!(client.get("/health").status, 200);
     }
+    // A body cut short after a good head: the head has already gone to the
+    // client, so the client's answer is cut the same way, never padded.
+    let short = FakeBackend::start(|_, _| {
+        Act::ReplyAndClose(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b".to_vec())
+    });
+    let addr = short.addr.to_string();
+    let relay = TestRelay::start(0, 0, "round-robin", |c| c.backends = vec![addr]);
+    let mut client = relay.client();
+    client.send(b"GET /short HTTP/1.1\r\nHost: x\r\n\r\n");
+    let seen = String::from_utf8(client.read_to_end()).expect("utf8");
+    assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
+    assert!(seen.contains("Content-Length: 100\r\n"), "{seen}");
+    assert!(seen.ends_with("\r\n\r\nonly ten b"), "cut where the node stopped: {seen}");
     // A node that says nothing at all: GETs have nowhere else to go here.
     let silent = FakeBackend::start(|_, _| Act::Close);
     let addr = silent.addr.to_string();

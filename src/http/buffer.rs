@@ -7,6 +7,9 @@ use std::io::{self, Read};
 /// message; larger bodies grow the buffer as needed.
 const READ_CHUNK_BYTES: usize = 8 * 1024;
 
+/// An empty buffer larger than this is freed by [`InputBuffer::shrink`].
+const SHRINK_ABOVE_BYTES: usize = 2 * READ_CHUNK_BYTES;
+
 /// Bytes read from the socket and not yet parsed. Reads go into spare capacity
 /// at the end; consumed bytes at the front are dropped by moving the rest down
 /// only when room is needed, so pipelined requests are not copied per request.
@@ -38,6 +41,19 @@ impl InputBuffer {
         self.start == self.end
     }
 
+    /// Bytes held, used or not: what this buffer costs in memory.
+    pub fn capacity(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Gives memory back once a large message has passed: an idle pooled
+    /// connection should cost a few KiB, not the largest body it ever carried.
+    pub fn shrink(&mut self) {
+        if self.is_empty() && self.bytes.len() > SHRINK_ABOVE_BYTES {
+            *self = InputBuffer::new();
+        }
+    }
+
     pub fn consume(&mut self, n: usize) {
         self.start += n;
         debug_assert!(self.start <= self.end);
@@ -47,15 +63,22 @@ impl InputBuffer {
         }
     }
 
+    /// One `read` into the spare room at the end (at least 8 KiB of it).
     pub fn read_from(&mut self, source: &mut impl Read) -> io::Result<usize> {
-        if self.bytes.len() - self.end < READ_CHUNK_BYTES {
+        self.read_with_room(source, READ_CHUNK_BYTES)
+    }
+
+    /// One `read` with at least `room` bytes of spare room: a body streamed
+    /// through in large pieces needs fewer system calls per byte.
+    pub fn read_with_room(&mut self, source: &mut impl Read, room: usize) -> io::Result<usize> {
+        if self.bytes.len() - self.end < room {
             if self.start > 0 {
                 self.bytes.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            if self.bytes.len() - self.end < READ_CHUNK_BYTES {
-                let grown = (self.end + READ_CHUNK_BYTES).max(self.bytes.len() * 2);
+            if self.bytes.len() - self.end < room {
+                let grown = (self.end + room).max(self.bytes.len() * 2);
                 self.bytes.resize(grown, 0);
             }
         }
@@ -92,5 +115,10 @@ mod tests {
             assert!(buffer.read_from(&mut source).expect("read") > 0);
         }
         assert_eq!(buffer.data(), big.as_slice());
+        buffer.shrink();
+        assert!(buffer.capacity() > 100_000, "not shrunk while holding data");
+        buffer.consume(big.len());
+        buffer.shrink();
+        assert_eq!(buffer.capacity(), 0, "an empty large buffer is freed");
     }
 }

@@ -9,12 +9,17 @@
 //! hold the connection.
 //!
 //! The loop knows no routes and no balancing; nodes and the relay both plug in
-//! through [`Handler`].
+//! through [`Handler`]. A node takes each request whole and answers it whole;
+//! the relay streams both bodies through an [`Exchange`], which also turns
+//! the connection into a byte tunnel after a `101 Switching Protocols`.
 
 use super::buffer::InputBuffer;
 use super::parse::{parse_request_head, ChunkedDecoder, Status};
 use super::write::{write_response, CONTINUE};
-use super::{Error, Framing, Request, Response, Version, BODY_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT};
+use super::{
+    Error, Framing, Request, Response, Version, BODY_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT,
+    MAX_BODY_BYTES,
+};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -35,6 +40,10 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most we drain while lingering before closing anyway.
 const LINGER_MAX_BYTES: usize = 2 * 1024 * 1024;
 
+/// Queued output beyond which a streamed piece is written at once instead
+/// of being gathered: it bounds what one streaming response holds in memory.
+pub const STREAM_FLUSH_BYTES: usize = 64 * 1024;
+
 /// What a connection needs from the server behind it.
 pub trait Handler {
     /// Looks at a request whose client sent `Expect: 100-continue`, before its
@@ -45,12 +54,31 @@ pub trait Handler {
         None
     }
 
+    /// The largest request body this server takes; an announced length over
+    /// it is answered 413 before the body is read.
+    fn max_body_bytes(&self) -> u64 {
+        MAX_BODY_BYTES as u64
+    }
+
     /// Answers one complete request.
     fn handle(&self, request: Request, peer: SocketAddr) -> Response;
 
     /// Called on every response before it is written, including the errors the
     /// connection makes itself (bad framing, timeouts), e.g. to add `X-Node`.
     fn decorate(&self, _response: &mut Response) {}
+
+    /// Answers one request whose body is still unread. The default reads the
+    /// whole body, asks [`Handler::handle`] and writes its answer; a handler
+    /// that streams (the relay) reads and writes through `exchange` itself.
+    fn exchange(&self, mut request: Request, peer: SocketAddr, exchange: &mut Exchange<'_>) {
+        match exchange.read_body() {
+            Some(body) => request.body = body,
+            None => return,
+        }
+        let mut response = self.handle(request, peer);
+        self.decorate(&mut response);
+        exchange.respond(&response);
+    }
 }
 
 /// Serves requests on `stream` until the client closes, asks to close, times
@@ -92,7 +120,7 @@ impl Connection {
     fn run<H: Handler + ?Sized>(&mut self, handler: &H, peer: SocketAddr) {
         let mut head_started: Option<Instant> = None;
         loop {
-            let (mut request, used) = match parse_request_head(self.input.data()) {
+            let (request, used) = match parse_request_head(self.input.data()) {
                 Ok(Status::Complete(parsed)) => parsed,
                 Ok(Status::Partial) => {
                     let timeout = if self.input.is_empty() {
@@ -119,69 +147,51 @@ impl Connection {
             self.input.consume(used);
             head_started = None;
 
-            if request.framing != Framing::Empty {
-                if request.expects_continue && self.input.is_empty() {
-                    if let Some(mut response) = handler.precheck(&request) {
-                        response.close = true;
-                        return self.answer(handler, response, &request);
-                    }
-                    self.output.extend_from_slice(CONTINUE);
-                }
-                match self.read_body(request.framing) {
-                    Ok(Some(body)) => request.body = body,
-                    Ok(None) => return self.finish(),
-                    Err(error) => return self.fail(handler, error),
+            let limit = handler.max_body_bytes();
+            if let Framing::Length(length) = request.framing {
+                if length > limit {
+                    return self.fail(handler, Error::BodyTooLarge { limit });
                 }
             }
+            if request.framing != Framing::Empty
+                && request.expects_continue
+                && self.input.is_empty()
+            {
+                if let Some(mut response) = handler.precheck(&request) {
+                    response.close = true;
+                    return self.answer(handler, response, &request);
+                }
+                self.output.extend_from_slice(CONTINUE);
+            }
 
-            let version = request.version;
-            let head_only = request.is_head();
-            let keep_alive = request.keep_alive;
-            let mut response = handler.handle(request, peer);
-            handler.decorate(&mut response);
-            let close = response.close || !keep_alive;
-            write_response(&mut self.output, &response, version, head_only, close);
-            if close {
-                return self.finish();
+            let mut exchange = Exchange::new(self, &request, limit);
+            handler.exchange(request, peer, &mut exchange);
+            let ending = exchange.ending();
+            match ending {
+                Ending::Answered { close: false } => {}
+                Ending::Answered { close: true } => return self.finish(),
+                Ending::Unanswered(Some(error)) => return self.fail(handler, error),
+                Ending::Unanswered(None) => {
+                    let mut response = Response::error(
+                        500,
+                        "the server failed to answer this request; try again",
+                    );
+                    response.close = true;
+                    handler.decorate(&mut response);
+                    write_response(&mut self.output, &response, Version::Http11, false, true);
+                    return self.finish();
+                }
+                // The answer broke off midway: the client must see it cut,
+                // never padded or followed by another answer.
+                Ending::Truncated => {
+                    self.flush();
+                    let _ = self.stream.shutdown(Shutdown::Both);
+                    return;
+                }
+                Ending::ClientGone | Ending::Upgraded => return,
             }
             if self.output.len() > MAX_QUEUED_OUTPUT_BYTES && !self.flush() {
                 return;
-            }
-        }
-    }
-
-    /// Reads a body by its framing. `Ok(None)`: the client went away mid-body.
-    fn read_body(&mut self, framing: Framing) -> Result<Option<Vec<u8>>, Error> {
-        match framing {
-            Framing::Empty => Ok(Some(Vec::new())),
-            Framing::Length(length) => {
-                // The head parser refused lengths over the body limit.
-                let length = length as usize;
-                while self.input.len() < length {
-                    match self.fill(BODY_TIMEOUT) {
-                        Fill::Data => {}
-                        Fill::TimedOut => return Err(Error::BodyTimeout),
-                        Fill::Eof | Fill::Failed => return Ok(None),
-                    }
-                }
-                let body = self.input.data()[..length].to_vec();
-                self.input.consume(length);
-                Ok(Some(body))
-            }
-            Framing::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                loop {
-                    let used = decoder.feed(self.input.data())?;
-                    self.input.consume(used);
-                    if decoder.is_done() {
-                        return Ok(Some(decoder.into_body()));
-                    }
-                    match self.fill(BODY_TIMEOUT) {
-                        Fill::Data => {}
-                        Fill::TimedOut => return Err(Error::BodyTimeout),
-                        Fill::Eof | Fill::Failed => return Ok(None),
-                    }
-                }
             }
         }
     }
@@ -212,6 +222,9 @@ impl Connection {
         }
         let ok = self.stream.write_all(&self.output).is_ok();
         self.output.clear();
+        if self.output.capacity() > 2 * STREAM_FLUSH_BYTES {
+            self.output = Vec::new();
+        }
         ok
     }
 
@@ -261,6 +274,358 @@ impl Connection {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }
+        }
+    }
+}
+
+/// One request's hold on its client connection: its body, read whole or in
+/// pieces, and its answer, written whole or streamed.
+///
+/// The connection loop makes one per request and, once the handler is done,
+/// asks it how the exchange ended: answered (and whether to close), broken
+/// off, turned into a tunnel, or abandoned by the client.
+pub struct Exchange<'a> {
+    conn: &'a mut Connection,
+    version: Version,
+    head_only: bool,
+    keep_alive: bool,
+    body: BodyState,
+    /// Bytes of the last body piece handed out, dropped on the next read.
+    handed_out: usize,
+    answer: AnswerState,
+    /// Why reading the request body failed, answered by the connection.
+    body_error: Option<Error>,
+    client_gone: bool,
+    upgraded: bool,
+}
+
+enum BodyState {
+    Done,
+    Length(u64),
+    Chunked(Box<ChunkedDecoder>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AnswerState {
+    None,
+    Streaming { framing: StreamFraming, close: bool },
+    Done { close: bool },
+}
+
+/// How a streamed answer's body is delimited toward the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamFraming {
+    /// No body follows the head.
+    Empty,
+    /// The head announced this many bytes still to come.
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client).
+    UntilClose,
+}
+
+/// The length of a streamed answer's body, as its head announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AnswerBody {
+    /// No body: an answer to `HEAD`, or a 1xx, 204 or 304.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Not known in advance: chunked to HTTP/1.1 clients, delimited by
+    /// closing the connection for HTTP/1.0 ones.
+    Unknown,
+}
+
+/// A piece of request body, or why there is none right now.
+pub enum Piece<'b> {
+    Data(&'b [u8]),
+    /// The body is complete.
+    End,
+    /// Nothing is buffered (only when asked not to wait).
+    Pending,
+}
+
+/// How an exchange ended, for the connection loop.
+enum Ending {
+    Answered { close: bool },
+    /// No answer was written; the body error, if any, is answered instead.
+    Unanswered(Option<Error>),
+    Truncated,
+    ClientGone,
+    Upgraded,
+}
+
+impl<'a> Exchange<'a> {
+    fn new(conn: &'a mut Connection, request: &Request, limit: u64) -> Exchange<'a> {
+        let body = match request.framing {
+            Framing::Empty => BodyState::Done,
+            Framing::Length(n) => BodyState::Length(n),
+            Framing::Chunked => BodyState::Chunked(Box::new(ChunkedDecoder::with_limit(limit))),
+        };
+        Exchange {
+            conn,
+            version: request.version,
+            head_only: request.is_head(),
+            keep_alive: request.keep_alive,
+            body,
+            handed_out: 0,
+            answer: AnswerState::None,
+            body_error: None,
+            client_gone: false,
+            upgraded: false,
+        }
+    }
+
+    /// Whether the whole request body has been read.
+    pub fn body_done(&self) -> bool {
+        matches!(self.body, BodyState::Done)
+    }
+
+    /// Whether an answer has begun (so a failure can no longer become a
+    /// clean error response).
+    pub fn answer_started(&self) -> bool {
+        self.answer != AnswerState::None
+    }
+
+    /// The next piece of the request body. With `wait` false, only what is
+    /// already buffered ([`Piece::Pending`] if nothing is). `None`: the body
+    /// cannot be read (a framing error, a timeout, or the client left); the
+    /// handler should give up, and the connection answers or closes.
+    pub fn body_piece(&mut self, wait: bool) -> Option<Piece<'_>> {
+        let conn = &mut *self.conn;
+        conn.input.consume(std::mem::take(&mut self.handed_out));
+        loop {
+            match &mut self.body {
+                BodyState::Done => return Some(Piece::End),
+                BodyState::Length(remaining) => {
+                    let available = conn.input.len() as u64;
+                    if available > 0 {
+                        let take = available.min(*remaining) as usize;
+                        *remaining -= take as u64;
+                        if *remaining == 0 {
+                            self.body = BodyState::Done;
+                        }
+                        self.handed_out = take;
+                        return Some(Piece::Data(&conn.input.data()[..take]));
+                    }
+                }
+                BodyState::Chunked(decoder) => match decoder.decode(conn.input.data()) {
+                    Ok(step) if !step.data.is_empty() => {
+                        conn.input.consume(step.data.start);
+                        self.handed_out = step.data.len();
+                        return Some(Piece::Data(&conn.input.data()[..step.data.len()]));
+                    }
+                    Ok(step) => {
+                        conn.input.consume(step.used);
+                        if decoder.is_done() {
+                            self.body = BodyState::Done;
+                            return Some(Piece::End);
+                        }
+                    }
+                    Err(error) => {
+                        self.body_error = Some(error);
+                        return None;
+                    }
+                },
+            }
+            if !wait {
+                return Some(Piece::Pending);
+            }
+            match conn.fill(BODY_TIMEOUT) {
+                Fill::Data => {}
+                Fill::TimedOut => {
+                    self.body_error = Some(Error::BodyTimeout);
+                    return None;
+                }
+                Fill::Eof | Fill::Failed => {
+                    self.client_gone = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The whole request body (within the limit the connection was given).
+    pub fn read_body(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            match self.body_piece(true)? {
+                Piece::Data(data) => body.extend_from_slice(data),
+                Piece::End => return Some(body),
+                Piece::Pending => unreachable!("a waiting read is never pending"),
+            }
+        }
+    }
+
+    /// Whether the connection must close after this answer: the client or
+    /// the response asked for it, or the request body was left unread (its
+    /// bytes would be taken for the next request).
+    fn must_close(&self, asked: bool) -> bool {
+        asked || !self.keep_alive || !self.body_done()
+    }
+
+    /// Writes a whole answer.
+    pub fn respond(&mut self, response: &Response) {
+        if self.answer_started() {
+            return;
+        }
+        let close = self.must_close(response.close);
+        write_response(
+            &mut self.conn.output,
+            response,
+            self.version,
+            self.head_only,
+            close,
+        );
+        self.answer = AnswerState::Done { close };
+    }
+
+    /// Begins a streamed answer: `head` is its status line and headers, each
+    /// ending in CRLF, without framing or `Connection` headers, which are
+    /// added here for `body` and this client.
+    pub fn start_answer(&mut self, head: &[u8], body: AnswerBody, close: bool) {
+        if self.answer_started() {
+            return;
+        }
+        let framing = match body {
+            AnswerBody::None => StreamFraming::Empty,
+            _ if self.head_only => StreamFraming::Empty,
+            AnswerBody::Length(n) => StreamFraming::Length(n),
+            AnswerBody::Unknown if self.version == Version::Http11 => StreamFraming::Chunked,
+            AnswerBody::Unknown => StreamFraming::UntilClose,
+        };
+        let close = self.must_close(close) || framing == StreamFraming::UntilClose;
+        let out = &mut self.conn.output;
+        out.extend_from_slice(head);
+        match framing {
+            StreamFraming::Length(n) => {
+                out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes())
+            }
+            StreamFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            StreamFraming::Empty | StreamFraming::UntilClose => {}
+        }
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        } else if self.version == Version::Http10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        self.answer = match framing {
+            StreamFraming::Empty | StreamFraming::Length(0) => AnswerState::Done { close },
+            _ => AnswerState::Streaming { framing, close },
+        };
+    }
+
+    /// Sends one piece of a streamed answer's body. Small pieces are gathered
+    /// and go out with the next flush; large ones are written at once.
+    /// `Err`: the client can no longer be written to.
+    pub fn send_piece(&mut self, data: &[u8]) -> io::Result<()> {
+        let AnswerState::Streaming { framing, close } = self.answer else {
+            return Ok(());
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        let data = match framing {
+            StreamFraming::Length(remaining) => {
+                let take = (data.len() as u64).min(remaining) as usize;
+                let left = remaining - take as u64;
+                self.answer = if left == 0 {
+                    AnswerState::Done { close }
+                } else {
+                    AnswerState::Streaming {
+                        framing: StreamFraming::Length(left),
+                        close,
+                    }
+                };
+                &data[..take]
+            }
+            _ => data,
+        };
+        let chunked = framing == StreamFraming::Chunked;
+        if chunked {
+            self.conn
+                .output
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        if self.conn.output.len() + data.len() <= STREAM_FLUSH_BYTES {
+            self.conn.output.extend_from_slice(data);
+        } else {
+            self.flush()?;
+            if let Err(error) = self.conn.stream.write_all(data) {
+                self.client_gone = true;
+                return Err(error);
+            }
+        }
+        if chunked {
+            self.conn.output.extend_from_slice(b"\r\n");
+        }
+        Ok(())
+    }
+
+    /// Ends a streamed answer whose body is complete.
+    pub fn end_answer(&mut self) {
+        if let AnswerState::Streaming { framing, close } = self.answer {
+            match framing {
+                StreamFraming::Chunked => self.conn.output.extend_from_slice(b"0\r\n\r\n"),
+                // Nothing marks the end but the close itself.
+                StreamFraming::UntilClose => {}
+                // Fewer bytes than announced: leave it unfinished, so the
+                // connection is cut and the client sees the shortfall.
+                StreamFraming::Length(_) | StreamFraming::Empty => return,
+            }
+            self.answer = AnswerState::Done { close };
+        }
+    }
+
+    /// Writes whatever is queued for the client now (before waiting on the
+    /// backend, so each piece reaches the client as soon as it arrived).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.conn.flush() {
+            Ok(())
+        } else {
+            self.client_gone = true;
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client is gone",
+            ))
+        }
+    }
+
+    /// Answers `101 Switching Protocols` with `head` (status line and
+    /// headers, each ending in CRLF) and hands the connection over to a byte
+    /// tunnel: returns the client socket and the bytes the client already
+    /// sent beyond the request. The connection serves no more HTTP.
+    pub fn upgrade(&mut self, head: &[u8]) -> io::Result<(&TcpStream, Vec<u8>)> {
+        if self.answer_started() {
+            return Err(io::Error::other("an answer was already started"));
+        }
+        self.conn.output.extend_from_slice(head);
+        self.conn.output.extend_from_slice(b"\r\n");
+        self.answer = AnswerState::Done { close: true };
+        self.flush()?;
+        self.upgraded = true;
+        self.conn.input.consume(std::mem::take(&mut self.handed_out));
+        let early = self.conn.input.data().to_vec();
+        self.conn.input.consume(early.len());
+        Ok((&self.conn.stream, early))
+    }
+
+    fn ending(&self) -> Ending {
+        if self.upgraded {
+            return Ending::Upgraded;
+        }
+        if self.client_gone {
+            return Ending::ClientGone;
+        }
+        match self.answer {
+            AnswerState::Done { close } => Ending::Answered { close },
+            AnswerState::None => Ending::Unanswered(self.body_error),
+            AnswerState::Streaming {
+                framing: StreamFraming::UntilClose,
+                ..
+            } => Ending::Answered { close: true },
+            AnswerState::Streaming { .. } => Ending::Truncated,
         }
     }
 }

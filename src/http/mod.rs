@@ -9,6 +9,8 @@
 //! - [`write`]: responses back to bytes. Pure.
 //! - [`conn`]: one client socket: buffering, keep-alive, pipelining, half-close,
 //!   timeouts and `Expect: 100-continue`. It knows no routes: a [`conn::Handler`] does.
+//! - [`upstream`]: the client side, one connection to a server: request heads
+//!   out, response heads and bodies (streamed piece by piece) back.
 //!
 //! This file holds the shared types: [`Request`], [`Response`] and [`Error`], whose
 //! every variant carries its status code and a sentence a person can act on.
@@ -17,6 +19,7 @@ pub mod buffer;
 pub mod conn;
 pub mod parse;
 pub mod server;
+pub mod upstream;
 pub mod write;
 
 use std::time::Duration;
@@ -210,7 +213,10 @@ pub enum Error {
     TransferEncoding,
     ChunkSize,
     ChunkEnd,
-    BodyTooLarge,
+    /// The body is over the receiver's limit, in bytes.
+    BodyTooLarge {
+        limit: u64,
+    },
     HeadTimeout,
     BodyTimeout,
     /// A response (from a node) whose status line is not HTTP/1.x NNN.
@@ -222,7 +228,7 @@ impl Error {
         match self {
             Error::Version => 505,
             Error::HeadTooLarge | Error::TooManyHeaders => 431,
-            Error::BodyTooLarge => 413,
+            Error::BodyTooLarge { .. } => 413,
             Error::HeadTimeout | Error::BodyTimeout => 408,
             Error::StatusLine => 502,
             _ => 400,
@@ -230,8 +236,8 @@ impl Error {
     }
 
     /// One sentence a person typing into `nc` can act on.
-    pub fn sentence(self) -> &'static str {
-        match self {
+    pub fn sentence(self) -> std::borrow::Cow<'static, str> {
+        let fixed = match self {
             Error::RequestLine => {
                 "the request line must look like 'GET /bookings HTTP/1.1' (method, target, version, separated by single spaces)"
             }
@@ -243,8 +249,16 @@ impl Error {
             }
             Error::HeaderValue => "a header value contains a control character or invalid UTF-8",
             Error::ObsFold => "header lines may not be continued on a line starting with a space or tab",
-            Error::HeadTooLarge => "the request line and headers must fit in 16 KiB",
-            Error::TooManyHeaders => "a request may carry at most 100 header lines",
+            Error::HeadTooLarge => {
+                return format!(
+                    "the request line and headers must fit in {}",
+                    human_bytes(MAX_HEAD_BYTES as u64)
+                )
+                .into()
+            }
+            Error::TooManyHeaders => {
+                return format!("a request may carry at most {MAX_HEADERS} header lines").into()
+            }
             Error::ContentLength => "Content-Length must be a decimal number of bytes",
             Error::ConflictingLength => "the request carries differing Content-Length values",
             Error::LengthAndChunked => {
@@ -253,16 +267,35 @@ impl Error {
             Error::TransferEncoding => "the only Transfer-Encoding accepted is 'chunked'",
             Error::ChunkSize => "a chunk must start with its size in hexadecimal on a line of its own",
             Error::ChunkEnd => "chunk data must be followed by a line break",
-            Error::BodyTooLarge => "the request body must be at most 1 MiB (1048576 bytes)",
-            Error::HeadTimeout => "the request head did not arrive within 10 seconds",
-            Error::BodyTimeout => "the request body stopped arriving for 10 seconds",
+            Error::BodyTooLarge { limit } => {
+                return format!(
+                    "the request body must be at most {} ({limit} bytes)",
+                    human_bytes(limit)
+                )
+                .into()
+            }
+            Error::HeadTimeout => {
+                return format!(
+                    "the request head did not arrive within {} seconds",
+                    HEAD_TIMEOUT.as_secs()
+                )
+                .into()
+            }
+            Error::BodyTimeout => {
+                return format!(
+                    "the request body stopped arriving for {} seconds",
+                    BODY_TIMEOUT.as_secs()
+                )
+                .into()
+            }
             Error::StatusLine => "the node answered with a malformed status line",
-        }
+        };
+        fixed.into()
     }
 
     /// The JSON error response for this failure; always closes the connection.
     pub fn response(self) -> Response {
-        let mut response = Response::error(self.status(), self.sentence());
+        let mut response = Response::error(self.status(), &self.sentence());
         response.close = true;
         response
     }
@@ -270,11 +303,24 @@ impl Error {
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.sentence())
+        f.write_str(&self.sentence())
     }
 }
 
 impl std::error::Error for Error {}
+
+/// `1 MiB`, `8 MiB`, `64 KiB`, `1500 bytes`: a limit as a person would say it.
+pub fn human_bytes(bytes: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * 1024;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
 
 /// ASCII case-insensitive comparison, as header names and tokens need.
 pub fn eq_ignore_case(a: &str, b: &str) -> bool {

@@ -38,12 +38,15 @@ pub struct Backend {
     pub pool: Pool,
     /// An external backend's cache figures from its `/stats`, when known.
     remote_cache: Mutex<Option<(u64, u64)>>,
+    /// Named by its own health answer (or a spawned node): the name is kept.
+    named: AtomicBool,
     /// Removed from the relay: checkers stop, no new requests.
     retired: AtomicBool,
 }
 
 impl Backend {
     pub fn new(name: String, addr: SocketAddr, kind: Kind, initial: HealthState) -> Backend {
+        let kind_is_thread = matches!(kind, Kind::Thread(_));
         Backend {
             name: RwLock::new(name),
             addr,
@@ -54,6 +57,7 @@ impl Backend {
             failures: AtomicU64::new(0),
             pool: Pool::new(),
             remote_cache: Mutex::new(None),
+            named: AtomicBool::new(kind_is_thread),
             retired: AtomicBool::new(false),
         }
     }
@@ -85,21 +89,28 @@ impl Backend {
         *self.remote_cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes in what a health check learnt: an external backend is named by
-    /// the `node` of its `/health` answer, and its cache figures come from `/stats`.
-    pub fn learn(&self, report: CheckReport) {
-        if self.is_thread() {
+    /// Takes in what a health check learnt: an external backend is named once,
+    /// by the `node` of its first JSON health answer, and keeps that name
+    /// (a relay's log and status must not rename a node under the reader).
+    pub fn learn(&self, report: &CheckReport) {
+        let Some(name) = &report.name else {
+            return;
+        };
+        if self.is_thread() || self.named.swap(true, Ordering::SeqCst) {
             return;
         }
-        if let Some(name) = report.name {
-            let mut current = self.name.write().unwrap_or_else(|e| e.into_inner());
-            if *current != name {
-                *current = name;
-            }
-        }
-        if report.cache.is_some() {
-            *self.remote_cache.lock().unwrap_or_else(|e| e.into_inner()) = report.cache;
-        }
+        *self.name.write().unwrap_or_else(|e| e.into_inner()) = name.clone();
+    }
+
+    /// Whether the backend named itself (so it is a bookrelay node, and its
+    /// `/stats` is worth asking).
+    pub fn is_named(&self) -> bool {
+        self.named.load(Ordering::SeqCst)
+    }
+
+    /// An external backend's cache figures, as its `/stats` last reported them.
+    pub fn set_remote_cache(&self, figures: Option<(u64, u64)>) {
+        *self.remote_cache.lock().unwrap_or_else(|e| e.into_inner()) = figures;
     }
 
     pub fn retire(&self) {

@@ -17,7 +17,8 @@
 //!   is stopped. Requests already sent complete normally.
 
 use super::backend::{Backend, Kind, Topology};
-use super::health::{self, HealthState};
+use super::checker::{spawn_checker, CheckerSettings};
+use super::health::HealthState;
 use super::Relay;
 use crate::cli::MAX_WEIGHT;
 use crate::launch;
@@ -227,11 +228,11 @@ impl Relay {
     }
 
     pub(super) fn start_checker(&self, backend: &Arc<Backend>) -> Result<(), String> {
-        let checker = health::spawn_checker(
-            Arc::clone(backend),
-            self.config.health_interval,
-            Arc::clone(&self.stop),
-        )
+        let settings = CheckerSettings {
+            interval: self.config.health_interval,
+            path: self.config.health_path.clone(),
+        };
+        let checker = spawn_checker(Arc::clone(backend), settings, Arc::clone(&self.stop))
         .map_err(|e| format!("cannot start a health checker: {e}"))?;
         self.checkers
             .lock()

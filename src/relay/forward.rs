@@ -1,35 +1,59 @@
-//! One client request to one node and back: pick, pooled connection, send
-//! with `X-Forwarded-For`, read the answer by its framing, pass it back
-//! unchanged; retry elsewhere where SPEC §4 allows, else 502/503/504.
+//! One client request to one node and back, streamed: pick a node, take a
+//! quiet pooled connection, send the head with `X-Forwarded-For` and the body
+//! as it arrives, then pass the answer back piece by piece as the node sends
+//! it. Retry elsewhere where that is safe, else 502/503/504.
 //!
-//! Retry rules, from the method's safety:
-//! - nothing sent yet (connect refused or timed out): any method, another node;
-//! - sent, no answer byte yet (reset, closed): `GET`, `HEAD`, `PUT`, `DELETE`,
-//!   and `POST` with an `Idempotency-Key`, another node; others 502, since the
-//!   node may have acted on them;
-//! - a *reused* pooled connection that turns out closed before any answer
-//!   byte: resent once on a fresh connection to the same node, whatever the
-//!   method, because the node closed it while idle and never saw the request;
-//! - an answer that started and broke, or a malformed one: 502, no retry;
-//! - no answer in 30 s: 504, no retry.
+//! **Memory.** Neither body is ever held whole: the request body goes from
+//! the client's buffer to the node in pieces (keeping at most
+//! [`REPLAY_BYTES`] to send again), the answer from the node's buffer to the
+//! client in pieces of at most [`BODY_READ_BYTES`]. A 300 MiB download costs
+//! the same memory as a booking.
+//!
+//! **Retry rules** (a node that may have acted on a request must never be
+//! sent it twice):
+//! - nothing of the request sent yet (connect refused or timed out): any
+//!   method, another node;
+//! - sent, closed before any answer byte: `GET`, `HEAD`, `PUT`, `DELETE`,
+//!   `OPTIONS`, and `POST` with an `Idempotency-Key`, as long as the relay
+//!   still holds the whole body to send again; any other request: 502;
+//! - "sent" is tracked across every attempt of a request, so a later connect
+//!   failure can never make a request that already went out look unsent;
+//! - an answer that started and broke: the client's answer is cut, no retry;
+//!   a malformed head: 502; no head in [`ANSWER_TIMEOUT`]: 504;
+//! - the relay's own failure (out of file descriptors or ports) is a 503 and
+//!   marks no node down.
+//!
+//! **Upgrades.** A request asking `Connection: upgrade` keeps its `Upgrade`
+//! header; a `101` answer turns the connection into a byte tunnel
+//! ([`super::tunnel`]). `CONNECT` never gets here (the relay answers 501).
 
 use super::backend::{Backend, Topology};
-use super::pool::Upstream;
+use super::tunnel;
 use crate::balancer::InFlight;
-use crate::http::parse::{parse_response_head, ChunkedDecoder, ResponseFraming, Status};
-use crate::http::write::status_has_body;
-use crate::http::{Request, Response};
-use std::io::{self, Write};
+use crate::http::conn::{AnswerBody, Exchange, Piece};
+use crate::http::parse::{ResponseFraming, ResponseHead};
+use crate::http::upstream::{
+    length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody,
+    Upstream, BODY_READ_BYTES, LAST_CHUNK,
+};
+use crate::http::{has_token, Framing, Request, Response};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Largest response body the relay buffers from a node. A page of 1000
-/// bookings is about 600 KiB; this leaves ample room.
-pub const MAX_RESPONSE_BODY_BYTES: u64 = 64 * 1024 * 1024;
+/// A node slower than this to send its answer's head gets the client a 504.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How much of a request body the relay keeps so it can send the request
+/// again after a failure. A booking is under 4 KiB; a larger body that has
+/// already begun to flow to a node is not sent again.
+pub const REPLAY_BYTES: usize = 64 * 1024;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
-/// they are not forwarded in either direction. `Content-Length` is rewritten.
+/// they are not forwarded in either direction. Framing headers are written
+/// anew for each side.
 const HOP_BY_HOP: [&str; 9] = [
     "connection",
     "keep-alive",
@@ -47,12 +71,18 @@ const HOP_BY_HOP: [&str; 9] = [
 pub enum Failure {
     /// The connection could not be made: nothing was sent.
     Connect(io::Error),
-    /// Sent (perhaps partly); the node closed or reset before any answer byte.
-    NoAnswer { reset: bool },
-    /// The node did not answer within the timeout.
+    /// The relay itself is out of a resource (descriptors, ports, memory).
+    Local(io::Error),
+    /// Sent (perhaps partly); the node closed or reset before any answer
+    /// byte. `reused`: on a connection from the pool.
+    NoAnswer { reset: bool, reused: bool },
+    /// The node did not answer within [`ANSWER_TIMEOUT`].
     Timeout,
-    /// The answer was malformed or broke off midway.
+    /// The answer's head was malformed or cut off.
     BadAnswer(String),
+    /// The client's request body could not be read (it left, stalled or
+    /// broke the framing): the client connection answers or closes.
+    ClientBody,
 }
 
 impl Failure {
@@ -60,34 +90,40 @@ impl Failure {
     fn marks_down(&self) -> bool {
         matches!(
             self,
-            Failure::Connect(_) | Failure::NoAnswer { reset: true }
+            Failure::Connect(_)
+                | Failure::NoAnswer {
+                    reset: true,
+                    reused: false
+                }
         )
     }
 
-    /// Whether the request may go to another node after this.
-    fn allows_retry(&self, request: &Request) -> bool {
-        match self {
-            Failure::Connect(_) => true,
-            Failure::NoAnswer { .. } => is_retry_safe(request),
-            Failure::Timeout | Failure::BadAnswer(_) => false,
-        }
-    }
-
-    fn response(&self) -> Response {
-        match self {
+    fn response(&self) -> Option<Response> {
+        Some(match self {
             Failure::Connect(error) => Response::error(
                 502,
                 &format!("the relay could not connect to a node ({error}); try again"),
+            ),
+            Failure::Local(error) => Response::error(
+                503,
+                &format!("the relay is out of resources ({error}); try again shortly"),
             ),
             Failure::NoAnswer { .. } => Response::error(
                 502,
                 "the node closed the connection before answering; the request may or may not have taken effect",
             ),
-            Failure::Timeout => Response::error(504, "the node did not answer within 30 seconds"),
+            Failure::Timeout => Response::error(
+                504,
+                &format!(
+                    "the node did not answer within {} seconds",
+                    ANSWER_TIMEOUT.as_secs()
+                ),
+            ),
             Failure::BadAnswer(why) => {
                 Response::error(502, &format!("the node sent a broken answer: {why}"))
             }
-        }
+            Failure::ClientBody => return None,
+        })
     }
 }
 
@@ -100,21 +136,97 @@ fn is_retry_safe(request: &Request) -> bool {
     }
 }
 
+/// Whether a connect error is the relay's own shortage rather than the node's
+/// fault: no descriptor, no local port, no buffer memory.
+fn is_local(error: &io::Error) -> bool {
+    // EMFILE, ENFILE, EADDRNOTAVAIL, ENOBUFS, ENOMEM (Linux numbers).
+    matches!(error.raw_os_error(), Some(24 | 23 | 99 | 105 | 12))
+}
+
 /// The booking id in `/bookings/{id}`, the key of `consistent-hash`.
 pub fn routing_key(path: &str) -> Option<&str> {
     path.strip_prefix("/bookings/")
         .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
-/// Forwards `request`; returns the answer and the node that gave it, if any.
+/// Whether a request asks to switch protocols (WebSocket): HTTP/1.1 with
+/// `Connection: upgrade` and an `Upgrade` header.
+pub fn is_upgrade(request: &Request) -> bool {
+    request.version == crate::http::Version::Http11
+        && request.header("upgrade").is_some()
+        && request
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("connection") && has_token(&h.value, "upgrade"))
+}
+
+/// What the access log learns of one forwarded request.
+pub struct Forwarded {
+    /// The status the client was sent, if any.
+    pub status: Option<u16>,
+    pub node: Option<Arc<Backend>>,
+}
+
+/// The request as it goes out, across all attempts.
+struct Outgoing<'r> {
+    request: &'r Request,
+    /// How the body is framed toward the node.
+    framing: RequestBody,
+    /// Every body byte read from the client so far, while `replayable`.
+    replay: Vec<u8>,
+    replayable: bool,
+    /// Some byte of this request was written to some node.
+    sent: bool,
+    upgrade: bool,
+}
+
+impl Outgoing<'_> {
+    /// Remembers a body piece for a resend, unless the body outgrew the
+    /// replay buffer (then it can never be resent).
+    fn keep(&mut self, data: &[u8]) {
+        if !self.replayable {
+            return;
+        }
+        if self.replay.len() + data.len() <= REPLAY_BYTES {
+            self.replay.extend_from_slice(data);
+        } else {
+            self.replayable = false;
+            self.replay = Vec::new();
+        }
+    }
+
+    /// Whether this failure still allows sending the request to another node.
+    fn may_retry(&self, failure: &Failure) -> bool {
+        match failure {
+            // Nothing of this attempt went out; any earlier attempt that did
+            // was itself allowed a retry.
+            Failure::Connect(_) => true,
+            Failure::NoAnswer { .. } => is_retry_safe(self.request) && self.replayable,
+            Failure::Local(_) | Failure::Timeout | Failure::BadAnswer(_) | Failure::ClientBody => {
+                false
+            }
+        }
+    }
+}
+
+/// Forwards `request` through `exchange`, streaming both bodies.
 pub fn forward(
     topology: &Topology,
     request: &Request,
     peer: SocketAddr,
-) -> (Response, Option<Arc<Backend>>) {
+    exchange: &mut Exchange<'_>,
+    read_timeout: Duration,
+) -> Forwarded {
+    let Some(mut out) = prepare(request, exchange) else {
+        return Forwarded {
+            status: None,
+            node: None,
+        };
+    };
     let key = routing_key(request.path());
     let mut excluded = vec![false; topology.backends.len()];
     let mut last: Option<(Failure, Arc<Backend>)> = None;
+    let mut retried_fresh = false;
     loop {
         let states: Vec<_> = topology
             .backends
@@ -132,73 +244,287 @@ pub fn forward(
         let backend = &topology.backends[index];
         let _in_flight = InFlight::enter(&backend.in_flight);
         backend.requests.fetch_add(1, Ordering::Relaxed);
-        match send(backend, request, peer) {
-            Ok(response) => return (response, Some(Arc::clone(backend))),
-            Err(failure) => {
-                backend.failures.fetch_add(1, Ordering::Relaxed);
-                if failure.marks_down() && backend.health.mark_down() {
-                    eprintln!(
-                        "relay: node {} at {} is down ({failure:?})",
-                        backend.name(),
-                        backend.addr
-                    );
+        let failure = match attempt(backend, &mut out, peer, exchange, read_timeout) {
+            Ok(status) => {
+                return Forwarded {
+                    status,
+                    node: Some(Arc::clone(backend)),
                 }
-                if failure.marks_down() {
-                    backend.pool.clear();
-                }
-                excluded[index] = true;
-                if !failure.allows_retry(request) {
-                    return (failure.response(), Some(Arc::clone(backend)));
-                }
-                last = Some((failure, Arc::clone(backend)));
             }
+            Err(failure) => failure,
+        };
+        backend.failures.fetch_add(1, Ordering::Relaxed);
+        if failure.marks_down() && backend.health.mark_down() {
+            eprintln!(
+                "relay: node {} at {} is down ({})",
+                backend.name(),
+                backend.addr,
+                describe(&failure)
+            );
         }
+        if failure.marks_down() {
+            backend.pool.clear();
+        }
+        if !out.may_retry(&failure) {
+            return answer_failure(exchange, failure, Some(Arc::clone(backend)));
+        }
+        // A pooled connection the node had closed just as it was reused says
+        // nothing about the node: try it once more on a fresh connection.
+        if matches!(failure, Failure::NoAnswer { reused: true, .. }) && !retried_fresh {
+            retried_fresh = true;
+            backend.pool.clear();
+        } else {
+            excluded[index] = true;
+        }
+        last = Some((failure, Arc::clone(backend)));
     }
     match last {
-        Some((failure, backend)) => (failure.response(), Some(backend)),
-        None => (
-            Response::error(503, "no healthy node is available; try again shortly"),
-            None,
-        ),
-    }
-}
-
-/// One attempt on one node, with the stale-pooled-connection resend.
-fn send(backend: &Backend, request: &Request, peer: SocketAddr) -> Result<Response, Failure> {
-    let wire = encode_request(request, peer, backend.addr);
-    let to_head = request.is_head();
-    if let Some(mut upstream) = backend.pool.take() {
-        match exchange(&mut upstream, &wire, to_head) {
-            Ok((response, reusable)) => {
-                if reusable {
-                    backend.pool.put(upstream);
-                }
-                return Ok(response);
+        Some((failure, backend)) => answer_failure(exchange, failure, Some(backend)),
+        None => {
+            exchange.respond(&Response::error(
+                503,
+                "no healthy node is available; try again shortly",
+            ));
+            Forwarded {
+                status: Some(503),
+                node: None,
             }
-            // Closed while idle: the node never saw this request. Resend below.
-            Err(Failure::NoAnswer { .. }) => {}
-            Err(failure) => return Err(failure),
         }
     }
-    let mut upstream = backend
-        .pool
-        .connect(backend.addr)
-        .map_err(Failure::Connect)?;
-    let (response, reusable) = exchange(&mut upstream, &wire, to_head)?;
-    if reusable {
-        backend.pool.put(upstream);
-    }
-    Ok(response)
 }
 
-/// The request as the node gets it: HTTP/1.1, hop-by-hop headers dropped,
-/// `X-Forwarded-For` extended with the client, the body re-framed by length.
-pub fn encode_request(request: &Request, peer: SocketAddr, node: SocketAddr) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256 + request.body.len());
-    out.extend_from_slice(request.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(request.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+fn answer_failure(
+    exchange: &mut Exchange<'_>,
+    failure: Failure,
+    node: Option<Arc<Backend>>,
+) -> Forwarded {
+    let status = failure.response().map(|response| {
+        exchange.respond(&response);
+        response.status
+    });
+    Forwarded { status, node }
+}
+
+/// A failure in words for the log.
+fn describe(failure: &Failure) -> String {
+    match failure {
+        Failure::Connect(error) => format!("connection failed: {error}"),
+        Failure::NoAnswer { reset: true, .. } => "it reset the connection".into(),
+        Failure::NoAnswer { .. } => "it closed the connection without answering".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Decides how the body goes out. A chunked body is gathered up to the replay
+/// size first: if it ends by then, it goes out with a `Content-Length`, which
+/// every server understands (some, like Python's `http.server`, read nothing
+/// else). `None`: the client's body could not be read.
+fn prepare<'r>(request: &'r Request, exchange: &mut Exchange<'_>) -> Option<Outgoing<'r>> {
+    let mut out = Outgoing {
+        request,
+        framing: length_framing(&request.method, 0),
+        replay: Vec::new(),
+        replayable: true,
+        sent: false,
+        upgrade: is_upgrade(request),
+    };
+    match request.framing {
+        Framing::Empty => {}
+        Framing::Length(n) => out.framing = RequestBody::Length(n),
+        Framing::Chunked => loop {
+            match exchange.body_piece(true)? {
+                Piece::Data(data) => out.replay.extend_from_slice(data),
+                Piece::End => {
+                    out.framing = RequestBody::Length(out.replay.len() as u64);
+                    break;
+                }
+                Piece::Pending => {}
+            }
+            if out.replay.len() >= REPLAY_BYTES {
+                out.framing = RequestBody::Chunked;
+                break;
+            }
+        },
+    }
+    Some(out)
+}
+
+/// One attempt on one node. `Ok`: the node answered (with the status sent
+/// to the client, if the client was still there); from the first byte of
+/// the answer on, nothing is retried.
+fn attempt(
+    backend: &Backend,
+    out: &mut Outgoing<'_>,
+    peer: SocketAddr,
+    exchange: &mut Exchange<'_>,
+    read_timeout: Duration,
+) -> Result<Option<u16>, Failure> {
+    let (mut upstream, reused) = match backend.pool.take() {
+        Some(upstream) => (upstream, true),
+        None => match backend.pool.connect(backend.addr) {
+            Ok(upstream) => (upstream, false),
+            Err(error) if is_local(&error) => return Err(Failure::Local(error)),
+            Err(error) => return Err(Failure::Connect(error)),
+        },
+    };
+    let to_head = out.request.is_head();
+    let sent_whole = send_request(&mut upstream, out, peer, backend.addr, exchange, reused)?;
+    let head = upstream
+        .read_head(to_head, ANSWER_TIMEOUT)
+        .map_err(|error| match error {
+            ReadError::TimedOut => Failure::Timeout,
+            ReadError::Closed {
+                answered: false,
+                reset,
+            } => Failure::NoAnswer { reset, reused },
+            ReadError::Closed { answered: true, .. } => {
+                Failure::BadAnswer("the answer's head was cut off".into())
+            }
+            ReadError::Malformed(why) => Failure::BadAnswer(why),
+        })?;
+    if head.status == 101 {
+        if !out.upgrade {
+            return Err(Failure::BadAnswer(
+                "it switched protocols (101) for a request that did not ask to".into(),
+            ));
+        }
+        let Ok((client, early)) = exchange.upgrade(&answer_head(&head, to_head, true)) else {
+            return Ok(None);
+        };
+        tunnel::run(client, &early, upstream, read_timeout);
+        return Ok(Some(101));
+    }
+    let status = head.status;
+    let body = match head.framing {
+        ResponseFraming::Empty => AnswerBody::None,
+        ResponseFraming::Length(n) => AnswerBody::Length(n),
+        ResponseFraming::Chunked | ResponseFraming::UntilClose => AnswerBody::Unknown,
+    };
+    exchange.start_answer(&answer_head(&head, to_head, false), body, false);
+    let mut reader = BodyReader::new(head.framing, read_timeout);
+    loop {
+        // About to wait on the node: what the client has been sent so far
+        // goes out now (an event stream's last event, a download's first bytes).
+        if !reader.is_done() && !reader.has_buffered(&upstream) && exchange.flush().is_err() {
+            return Ok(Some(status));
+        }
+        match reader.next_piece(&mut upstream) {
+            Ok(Some(piece)) => {
+                if exchange.send_piece(piece).is_err() {
+                    // The client left: the node's connection is dropped with
+                    // its unread rest, and `in_flight` falls on return.
+                    return Ok(Some(status));
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // Broke off or fell silent mid-body: the client's answer is
+                // cut (the connection closes), never padded.
+                backend.failures.fetch_add(1, Ordering::Relaxed);
+                return Ok(Some(status));
+            }
+        }
+    }
+    exchange.end_answer();
+    let reusable = sent_whole && !head.closes && !reader.until_close();
+    if reusable && upstream.settle() {
+        backend.pool.put(upstream);
+    }
+    Ok(Some(status))
+}
+
+/// Writes the request head and its body to the node, the body as it comes
+/// from the client. Returns whether the whole request went out (a node may
+/// answer before it has read all of a large body; then the connection cannot
+/// be reused).
+fn send_request(
+    upstream: &mut Upstream,
+    out: &mut Outgoing<'_>,
+    peer: SocketAddr,
+    node: SocketAddr,
+    exchange: &mut Exchange<'_>,
+    reused: bool,
+) -> Result<bool, Failure> {
+    let mut wire = request_head(out.request, peer, node, out.framing, out.upgrade);
+    encode_body(&mut wire, out.framing, &out.replay);
+    let write_failed = |error: io::Error| match error.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure::Timeout,
+        _ => Failure::NoAnswer {
+            reset: true,
+            reused,
+        },
+    };
+    // From here on the node may have seen bytes of this request.
+    out.sent = true;
+    let mut body_over = exchange.body_done();
+    while !body_over {
+        match exchange.body_piece(false) {
+            None => return Err(Failure::ClientBody),
+            Some(Piece::End) => body_over = true,
+            Some(Piece::Data(data)) => {
+                encode_body(&mut wire, out.framing, data);
+                out.keep(data);
+            }
+            Some(Piece::Pending) => {
+                upstream.send(&wire).map_err(write_failed)?;
+                wire.clear();
+                if has_answered(upstream) {
+                    // The node answered before the body was complete (an
+                    // early 413 or 401): stop sending and read its answer.
+                    return Ok(false);
+                }
+                match exchange.body_piece(true) {
+                    None => return Err(Failure::ClientBody),
+                    Some(Piece::End) => body_over = true,
+                    Some(Piece::Data(data)) => {
+                        encode_body(&mut wire, out.framing, data);
+                        out.keep(data);
+                    }
+                    Some(Piece::Pending) => {}
+                }
+            }
+        }
+        if wire.len() >= BODY_READ_BYTES {
+            upstream.send(&wire).map_err(write_failed)?;
+            wire.clear();
+        }
+    }
+    if out.framing == RequestBody::Chunked {
+        wire.extend_from_slice(LAST_CHUNK);
+    }
+    upstream.send(&wire).map_err(write_failed)?;
+    Ok(true)
+}
+
+/// Whether the node has sent something while the relay was still sending
+/// (a non-blocking peek; only asked while a body is being streamed).
+fn has_answered(upstream: &Upstream) -> bool {
+    if upstream.stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let answered = matches!(upstream.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+    let _ = upstream.stream.set_nonblocking(false);
+    answered
+}
+
+fn encode_body(wire: &mut Vec<u8>, framing: RequestBody, data: &[u8]) {
+    match framing {
+        RequestBody::Chunked => write_chunk(wire, data),
+        RequestBody::Length(_) | RequestBody::None => wire.extend_from_slice(data),
+    }
+}
+
+/// The request head as the node gets it: HTTP/1.1, hop-by-hop headers
+/// dropped (those the `Connection` header names too), `X-Forwarded-For`
+/// extended with the client, the body framed as `framing` says, and for an
+/// upgrade request its `Upgrade` header with `Connection: upgrade`.
+pub fn request_head(
+    request: &Request,
+    peer: SocketAddr,
+    node: SocketAddr,
+    framing: RequestBody,
+    upgrade: bool,
+) -> Vec<u8> {
     let connection_tokens: Vec<&str> = request
         .headers
         .iter()
@@ -208,8 +534,13 @@ pub fn encode_request(request: &Request, peer: SocketAddr, node: SocketAddr) -> 
         .collect();
     let mut forwarded_for: Option<&str> = None;
     let mut has_host = false;
+    let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 3);
     for header in &request.headers {
         let name = header.name.as_str();
+        if upgrade && name.eq_ignore_ascii_case("upgrade") {
+            headers.push((name, &header.value));
+            continue;
+        }
         if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
             || connection_tokens
                 .iter()
@@ -222,175 +553,77 @@ pub fn encode_request(request: &Request, peer: SocketAddr, node: SocketAddr) -> 
             continue;
         }
         has_host |= name.eq_ignore_ascii_case("host");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(header.value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        headers.push((name, &header.value));
     }
-    if !has_host {
-        out.extend_from_slice(format!("Host: {node}\r\n").as_bytes());
+    let host = (!has_host).then(|| node.to_string());
+    if let Some(host) = &host {
+        headers.push(("Host", host));
     }
-    out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(earlier) = forwarded_for {
-        out.extend_from_slice(earlier.as_bytes());
-        out.extend_from_slice(b", ");
+    let client = peer.ip().to_string();
+    let chain = match forwarded_for {
+        Some(earlier) => format!("{earlier}, {client}"),
+        None => client,
+    };
+    headers.push(("X-Forwarded-For", &chain));
+    if upgrade {
+        headers.push(("Connection", "upgrade"));
     }
-    out.extend_from_slice(peer.ip().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
-    if !request.body.is_empty() || matches!(request.method.as_str(), "POST" | "PUT" | "PATCH") {
-        out.extend_from_slice(format!("Content-Length: {}\r\n", request.body.len()).as_bytes());
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(&request.body);
+    let mut out = Vec::with_capacity(256);
+    write_request_head(
+        &mut out,
+        &request.method,
+        &request.target,
+        headers,
+        framing,
+    );
     out
 }
 
-fn read_failure(error: &io::Error, answered: bool) -> Failure {
-    match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure::Timeout,
-        _ if answered => Failure::BadAnswer(format!("the connection broke mid-answer ({error})")),
-        kind => Failure::NoAnswer {
-            reset: matches!(
-                kind,
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            ),
-        },
-    }
-}
-
-/// Writes `wire`, reads one answer. Returns it, and whether the connection
-/// can be reused.
-fn exchange(
-    upstream: &mut Upstream,
-    wire: &[u8],
-    to_head: bool,
-) -> Result<(Response, bool), Failure> {
-    if let Err(error) = upstream.stream.write_all(wire) {
-        return Err(read_failure(&error, false));
-    }
-    // Skip interim 1xx answers (e.g. 103 Early Hints).
-    let (head, head_len) = loop {
-        match parse_response_head(upstream.input.data(), to_head) {
-            Ok(Status::Complete((head, used)))
-                if (100..200).contains(&head.status) && head.status != 101 =>
-            {
-                upstream.input.consume(used);
-            }
-            Ok(Status::Complete(parsed)) => break parsed,
-            Ok(Status::Partial) => {
-                let answered = !upstream.input.is_empty();
-                match upstream.input.read_from(&mut upstream.stream) {
-                    Ok(0) if answered => {
-                        return Err(Failure::BadAnswer("the answer's head was cut off".into()))
-                    }
-                    Ok(0) => return Err(Failure::NoAnswer { reset: false }),
-                    Ok(_) => {}
-                    Err(error) => return Err(read_failure(&error, answered)),
-                }
-            }
-            Err(error) => return Err(Failure::BadAnswer(error.sentence().to_string())),
-        }
-    };
-    if head.status == 101 {
-        return Err(Failure::BadAnswer(
-            "protocol upgrades are not supported".into(),
-        ));
-    }
-    // The head as the client will get it, before the body is read, so the
-    // raw bytes are still in the buffer.
-    let mut raw_head = Vec::with_capacity(head_len + 32);
-    raw_head.extend_from_slice(head.status_line.as_bytes());
-    raw_head.extend_from_slice(b"\r\n");
+/// The answer's head as the client gets it: an HTTP/1.1 status line with
+/// the node's code and reason, hop-by-hop headers dropped (and those the
+/// node's `Connection` header names). A `HEAD` answer keeps the node's
+/// `Content-Length`, which describes the body a `GET` would get; a `101`
+/// keeps `Upgrade` and says `Connection: upgrade`. Framing and `Connection`
+/// for the client are added by the [`Exchange`].
+fn answer_head(head: &ResponseHead, to_head: bool, upgrade: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(head.status_line.get(9..).unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named: Vec<&str> = head
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(','))
+        .map(str::trim)
+        .collect();
     for header in &head.headers {
         let name = header.name.as_str();
-        let is_length = name.eq_ignore_ascii_case("content-length");
-        // A HEAD answer keeps the node's length: it describes the GET body.
-        let keep = if is_length {
+        let keep = if name.eq_ignore_ascii_case("content-length") {
             to_head
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade
         } else {
             !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+                && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
         };
         if keep {
-            raw_head.extend_from_slice(name.as_bytes());
-            raw_head.extend_from_slice(b": ");
-            raw_head.extend_from_slice(header.value.as_bytes());
-            raw_head.extend_from_slice(b"\r\n");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(header.value.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
-    upstream.input.consume(head_len);
-
-    let mut reusable = !head.closes;
-    let body = match head.framing {
-        ResponseFraming::Empty => Vec::new(),
-        ResponseFraming::Length(length) => {
-            if length > MAX_RESPONSE_BODY_BYTES {
-                return Err(Failure::BadAnswer(format!(
-                    "a body of {length} bytes is too large to relay"
-                )));
-            }
-            let length = length as usize;
-            while upstream.input.len() < length {
-                match upstream.input.read_from(&mut upstream.stream) {
-                    Ok(0) => return Err(Failure::BadAnswer("the body was cut off".into())),
-                    Ok(_) => {}
-                    Err(error) => return Err(read_failure(&error, true)),
-                }
-            }
-            let body = upstream.input.data()[..length].to_vec();
-            upstream.input.consume(length);
-            body
-        }
-        ResponseFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::with_limit(MAX_RESPONSE_BODY_BYTES);
-            loop {
-                let used = decoder
-                    .feed(upstream.input.data())
-                    .map_err(|e| Failure::BadAnswer(e.sentence().to_string()))?;
-                upstream.input.consume(used);
-                if decoder.is_done() {
-                    break decoder.into_body();
-                }
-                match upstream.input.read_from(&mut upstream.stream) {
-                    Ok(0) => return Err(Failure::BadAnswer("the chunked body was cut off".into())),
-                    Ok(_) => {}
-                    Err(error) => return Err(read_failure(&error, true)),
-                }
-            }
-        }
-        ResponseFraming::UntilClose => {
-            reusable = false;
-            loop {
-                match upstream.input.read_from(&mut upstream.stream) {
-                    Ok(0) => break,
-                    Ok(_) if upstream.input.len() as u64 > MAX_RESPONSE_BODY_BYTES => {
-                        return Err(Failure::BadAnswer("the body is too large to relay".into()))
-                    }
-                    Ok(_) => {}
-                    Err(error) => return Err(read_failure(&error, true)),
-                }
-            }
-            let body = upstream.input.data().to_vec();
-            upstream.input.consume(body.len());
-            body
-        }
-    };
-    // Re-framed by length; a HEAD answer kept the node's own length above.
-    if !to_head && status_has_body(head.status) {
-        raw_head.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    if upgrade {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
     }
-    // Bytes after the answer mean the node is out of step: do not reuse.
-    if !upstream.input.is_empty() {
-        reusable = false;
-    }
-    Ok((Response::passthrough(head.status, raw_head, body), reusable))
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::parse::parse_request_head;
+    use crate::http::parse::{parse_request_head, parse_response_head, Status};
 
     fn request(raw: &str) -> Request {
         match parse_request_head(raw.as_bytes()) {
@@ -406,35 +639,80 @@ mod tests {
         text.parse().expect("address")
     }
 
+    fn head_for(req: &Request, framing: RequestBody) -> String {
+        String::from_utf8(request_head(
+            req,
+            addr("127.0.0.9:5000"),
+            addr("127.0.0.1:9001"),
+            framing,
+            is_upgrade(req),
+        ))
+        .expect("utf8")
+    }
+
     #[test]
     fn forwarded_requests_drop_hop_by_hop_headers_and_add_x_forwarded_for() {
         let req = request(
-            "POST /bookings HTTP/1.0\r\nHost: example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nExpect: 100-continue\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+            "POST /bookings HTTP/1.0\r\nHost: example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nExpect: 100-continue\r\nX-Forwarded-For: 10.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n",
         );
-        let wire = String::from_utf8(encode_request(
-            &req,
-            addr("127.0.0.9:5000"),
-            addr("127.0.0.1:9001"),
-        ))
-        .expect("utf8");
         assert_eq!(
-            wire,
-            "POST /bookings HTTP/1.1\r\nHost: example\r\nContent-Type: application/json\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nContent-Length: 2\r\n\r\n{}"
+            head_for(&req, RequestBody::Length(2)),
+            "POST /bookings HTTP/1.1\r\nHost: example\r\nContent-Type: application/json\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nContent-Length: 2\r\n\r\n"
         );
     }
 
     #[test]
     fn a_missing_host_is_filled_with_the_node_address() {
         let req = request("GET /health HTTP/1.1\r\n\r\n");
-        let wire = String::from_utf8(encode_request(
-            &req,
-            addr("127.0.0.1:1"),
-            addr("127.0.0.1:9001"),
-        ))
-        .expect("utf8");
         assert_eq!(
-            wire,
-            "GET /health HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nX-Forwarded-For: 127.0.0.1\r\n\r\n"
+            head_for(&req, RequestBody::None),
+            "GET /health HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nX-Forwarded-For: 127.0.0.9\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_request_keeps_its_upgrade_header() {
+        let req = request("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n");
+        assert!(is_upgrade(&req));
+        assert_eq!(
+            head_for(&req, RequestBody::None),
+            "GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\nX-Forwarded-For: 127.0.0.9\r\nConnection: upgrade\r\n\r\n"
+        );
+        assert!(!is_upgrade(&request(
+            "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"
+        )));
+    }
+
+    fn response(raw: &str, to_head: bool) -> ResponseHead {
+        match parse_response_head(raw.as_bytes(), to_head) {
+            Ok(Status::Complete((head, _))) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_reach_the_client_without_hop_by_hop_headers_as_http_1_1() {
+        let head = response(
+            "HTTP/1.0 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: secret-hop\r\nKeep-Alive: 5\r\nContent-Length: 5\r\nX-Node: n\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(answer_head(&head, false, false)).expect("utf8"),
+            "HTTP/1.1 200 OK\r\nX-Node: n\r\n"
+        );
+        let head = response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
+        assert_eq!(
+            String::from_utf8(answer_head(&head, true, false)).expect("utf8"),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n",
+            "a HEAD answer keeps the length of the body a GET would get"
+        );
+        let head = response(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: a\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(answer_head(&head, false, true)).expect("utf8"),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n"
         );
     }
 
@@ -447,9 +725,24 @@ mod tests {
         assert_eq!(routing_key("/health"), None);
     }
 
+    fn outgoing(req: &Request) -> Outgoing<'_> {
+        Outgoing {
+            request: req,
+            framing: RequestBody::None,
+            replay: Vec::new(),
+            replayable: true,
+            sent: true,
+            upgrade: false,
+        }
+    }
+
     #[test]
     fn only_repeatable_requests_are_retried_after_sending() {
-        let retry = |raw: &str| Failure::NoAnswer { reset: true }.allows_retry(&request(raw));
+        let no_answer = Failure::NoAnswer {
+            reset: true,
+            reused: false,
+        };
+        let retry = |raw: &str| outgoing(&request(raw)).may_retry(&no_answer);
         assert!(retry("GET / HTTP/1.1\r\n\r\n"));
         assert!(retry("DELETE /bookings/a HTTP/1.1\r\n\r\n"));
         assert!(!retry("POST /bookings HTTP/1.1\r\n\r\n"));
@@ -458,9 +751,40 @@ mod tests {
             "POST /bookings HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n"
         ));
         let post = request("POST /bookings HTTP/1.1\r\n\r\n");
-        assert!(
-            Failure::Connect(io::Error::from(io::ErrorKind::ConnectionRefused)).allows_retry(&post)
-        );
-        assert!(!Failure::Timeout.allows_retry(&request("GET / HTTP/1.1\r\n\r\n")));
+        assert!(outgoing(&post).may_retry(&Failure::Connect(io::Error::from(
+            io::ErrorKind::ConnectionRefused
+        ))));
+        let get = request("GET / HTTP/1.1\r\n\r\n");
+        assert!(!outgoing(&get).may_retry(&Failure::Timeout));
+        assert!(!outgoing(&get).may_retry(&Failure::Local(io::Error::from_raw_os_error(24))));
+    }
+
+    #[test]
+    fn a_body_that_outgrew_the_replay_buffer_is_never_resent() {
+        let put = request("PUT /x HTTP/1.1\r\n\r\n");
+        let mut out = outgoing(&put);
+        out.keep(&vec![0u8; REPLAY_BYTES]);
+        assert!(out.replayable, "exactly the replay size is still held");
+        let no_answer = Failure::NoAnswer {
+            reset: false,
+            reused: false,
+        };
+        assert!(out.may_retry(&no_answer));
+        out.keep(b"one more byte");
+        assert!(!out.replayable && out.replay.is_empty());
+        assert!(!out.may_retry(&no_answer));
+    }
+
+    #[test]
+    fn the_relays_own_shortage_marks_no_node_down() {
+        assert!(is_local(&io::Error::from_raw_os_error(24)));
+        assert!(!is_local(&io::Error::from(io::ErrorKind::ConnectionRefused)));
+        assert!(!Failure::Local(io::Error::from_raw_os_error(24)).marks_down());
+        assert!(Failure::Connect(io::Error::from(io::ErrorKind::ConnectionRefused)).marks_down());
+        assert!(!Failure::NoAnswer {
+            reset: true,
+            reused: true
+        }
+        .marks_down());
     }
 }

@@ -4,22 +4,24 @@
 //! - **Passive**: a refused or reset connection marks the node down at once,
 //!   so the next requests go elsewhere without waiting for a check.
 //! - **Active**: every `--health-interval` a checker thread per node sends
-//!   `GET /health` (1 s to connect and answer). [`FAILS_TO_DOWN`] failures in a
-//!   row mark it down; [`PASSES_TO_UP`] passes in a row bring it back.
+//!   `GET --health-path` (1 s to connect and answer); any 2xx or 3xx passes, so
+//!   any HTTP server can be checked, not only a bookrelay node.
+//!   [`FAILS_TO_DOWN`] failures in a row mark it down; [`PASSES_TO_UP`] passes
+//!   in a row bring it back.
+//! - **Passive only** (`--health-path none`): no HTTP checks at all; a node
+//!   marked down by a failed connection is probed with a bare connect, and two
+//!   successful connects in a row bring it back.
 //!
 //! The up/down rule is [`HealthState`], a state machine without I/O, so its
-//! tests need no sockets.
+//! tests need no sockets. The thread that runs the checks is in
+//! [`super::checker`].
 
-use super::backend::Backend;
-use crate::http::buffer::InputBuffer;
-use crate::http::parse::{parse_response_head, ResponseFraming, Status};
+use crate::http::upstream::{write_request_head, BodyReader, RequestBody, Upstream};
 use crate::json;
-use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// Failed checks in a row that mark a node down.
 pub const FAILS_TO_DOWN: u32 = 2;
@@ -137,109 +139,72 @@ impl Health {
 /// What one check learnt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckReport {
-    /// The `node` field of the `/health` answer.
+    /// The `node` field of a JSON health answer (a bookrelay node names
+    /// itself; any other server leaves this `None`).
     pub name: Option<String>,
-    /// `cache_hits` and `cache_misses` from `/stats`, when it has one.
-    pub cache: Option<(u64, u64)>,
 }
 
-/// `GET /health`, then `GET /stats` on the same connection. `Err` unless
-/// `/health` answered 200 in time.
-pub fn check(addr: SocketAddr) -> Result<CheckReport, String> {
-    let deadline = Instant::now() + CHECK_TIMEOUT;
-    let mut stream = TcpStream::connect_timeout(&addr, CHECK_TIMEOUT).map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
-    stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: bookrelay-health\r\n\r\nGET /stats HTTP/1.1\r\nHost: bookrelay-health\r\nConnection: close\r\n\r\n")
+/// Largest health (or `/stats`) answer body read; a real one is tens of bytes.
+const MAX_CHECK_BODY_BYTES: u64 = 64 * 1024;
+
+/// One `GET` to `addr` with `Connection: close`, answered within
+/// [`CHECK_TIMEOUT`]: the status and body. One request per check, never
+/// pipelined: many servers answer only the first of two.
+fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let mut upstream = Upstream::connect(addr, CHECK_TIMEOUT).map_err(|e| e.to_string())?;
+    let host = addr.to_string();
+    let mut wire = Vec::with_capacity(128);
+    write_request_head(
+        &mut wire,
+        "GET",
+        path,
+        [
+            ("Host", host.as_str()),
+            ("User-Agent", "bookrelay-health"),
+            ("Connection", "close"),
+        ],
+        RequestBody::None,
+    );
+    upstream.send(&wire).map_err(|e| e.to_string())?;
+    let head = upstream
+        .read_head(false, CHECK_TIMEOUT)
         .map_err(|e| e.to_string())?;
-    let mut input = InputBuffer::new();
-    let (status, body) = read_answer(&mut stream, &mut input, deadline)?;
-    if status != 200 {
-        return Err(format!("/health answered {status}"));
+    let body = BodyReader::new(head.framing, CHECK_TIMEOUT)
+        .read_to_vec(&mut upstream, MAX_CHECK_BODY_BYTES)
+        .map_err(|e| e.to_string())?;
+    Ok((head.status, body))
+}
+
+/// `GET path`: any 2xx or 3xx answer passes (as HAProxy's `httpchk` and
+/// nginx's `health_check` count them). A JSON answer with a `node` field
+/// names the backend.
+pub fn check(addr: SocketAddr, path: &str) -> Result<CheckReport, String> {
+    let (status, body) = get(addr, path)?;
+    if !(200..400).contains(&status) {
+        return Err(format!("{path} answered {status}"));
     }
     let name = json::parse(&body)
         .ok()
         .and_then(|v| v.get("node").and_then(|n| n.as_str()).map(str::to_string));
-    let cache = read_answer(&mut stream, &mut input, deadline)
-        .ok()
-        .filter(|(status, _)| *status == 200)
-        .and_then(|(_, body)| json::parse(&body).ok())
-        .and_then(|stats| {
-            let hits = stats.get("cache_hits")?.as_f64()?;
-            let misses = stats.get("cache_misses")?.as_f64()?;
-            Some((hits as u64, misses as u64))
-        });
-    Ok(CheckReport { name, cache })
+    Ok(CheckReport { name })
 }
 
-/// Reads one small response with a `Content-Length` (or none) by `deadline`.
-fn read_answer(
-    stream: &mut TcpStream,
-    input: &mut InputBuffer,
-    deadline: Instant,
-) -> Result<(u16, Vec<u8>), String> {
-    loop {
-        if let Status::Complete((head, used)) =
-            parse_response_head(input.data(), false).map_err(|e| e.to_string())?
-        {
-            let length = match head.framing {
-                ResponseFraming::Empty => 0,
-                ResponseFraming::Length(n) if n <= 1 << 20 => n as usize,
-                _ => return Err("the health answer was not framed by Content-Length".into()),
-            };
-            if input.len() >= used + length {
-                let body = input.data()[used..used + length].to_vec();
-                input.consume(used + length);
-                return Ok((head.status, body));
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("no answer within 1 s".into());
-        }
-        stream
-            .set_read_timeout(Some(left))
-            .map_err(|e| e.to_string())?;
-        match input.read_from(stream) {
-            Ok(0) => return Err("closed before answering".into()),
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
+/// A bookrelay node's cache hits and misses from its `/stats`, if it has them.
+pub fn fetch_cache_stats(addr: SocketAddr) -> Option<(u64, u64)> {
+    let (status, body) = get(addr, "/stats").ok()?;
+    if status != 200 {
+        return None;
     }
+    let stats = json::parse(&body).ok()?;
+    let hits = stats.get("cache_hits")?.as_f64()?;
+    let misses = stats.get("cache_misses")?.as_f64()?;
+    Some((hits as u64, misses as u64))
 }
 
-/// Checks `backend` every `interval` until it is retired or `stop` is set,
-/// logging every flip.
-pub fn spawn_checker(
-    backend: Arc<Backend>,
-    interval: Duration,
-    stop: Arc<AtomicBool>,
-) -> std::io::Result<JoinHandle<()>> {
-    thread::Builder::new()
-        .name(format!("health-{}", backend.addr))
-        .stack_size(128 * 1024)
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) && !backend.is_retired() {
-                // A plain period: checks are a clock-driven activity.
-                thread::park_timeout(interval);
-                if stop.load(Ordering::Relaxed) || backend.is_retired() {
-                    return;
-                }
-                let result = check(backend.addr);
-                let ok = result.is_ok();
-                if let Ok(report) = result {
-                    backend.learn(report);
-                }
-                if backend.health.observe(ok) {
-                    let state = if ok { "up again" } else { "down" };
-                    eprintln!(
-                        "relay: node {} at {} is {state}",
-                        backend.name(),
-                        backend.addr
-                    );
-                }
-            }
-        })
+/// Whether a connection to `addr` can be opened (the passive-only mode's
+/// probe of a node that is down: no HTTP request, so nothing in its logs).
+pub fn can_connect(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, CHECK_TIMEOUT).is_ok()
 }
 
 #[cfg(test)]

@@ -10,13 +10,15 @@
 
 pub mod admin;
 pub mod backend;
+pub mod checker;
 pub mod control;
 pub mod forward;
 pub mod health;
 pub mod pool;
+pub mod tunnel;
 
 use crate::cli::RelayConfig;
-use crate::http::conn::Handler;
+use crate::http::conn::{Exchange, Handler};
 use crate::http::server::{Server, ServerCounters, ServerOptions};
 use crate::http::{Request, Response};
 use crate::launch::LaunchError;
@@ -72,27 +74,73 @@ impl Relay {
     }
 }
 
+impl Relay {
+    fn log_access(&self, started: Instant, peer: SocketAddr, request: &Request, status: Option<u16>, node: Option<&Backend>) {
+        if !self.config.access_log {
+            return;
+        }
+        eprintln!(
+            "{} {peer} {} {} {} {} {}us",
+            utc_timestamp(SystemTime::now()),
+            request.method,
+            request.target,
+            // 499: the client left before it was answered (as nginx logs it).
+            status.unwrap_or(499),
+            node.map_or_else(|| "-".to_string(), |n| n.name()),
+            started.elapsed().as_micros()
+        );
+    }
+}
+
+/// Whether a path is the relay's own (`/_relay/*`), never forwarded.
+fn is_admin_path(path: &str) -> bool {
+    path == "/_relay" || path.starts_with("/_relay/")
+}
+
 impl Handler for Relay {
+    fn max_body_bytes(&self) -> u64 {
+        self.config.max_body_bytes
+    }
+
+    /// The relay's own endpoints, answered whole.
     fn handle(&self, request: Request, peer: SocketAddr) -> Response {
-        let started = Instant::now();
-        let path = request.path();
-        let (response, node) = if path == "/_relay" || path.starts_with("/_relay/") {
-            (admin::handle(self, &request, peer), None)
-        } else {
-            forward::forward(&self.topology(), &request, peer)
-        };
-        if self.config.access_log {
-            eprintln!(
-                "{} {peer} {} {} {} {} {}us",
-                utc_timestamp(SystemTime::now()),
-                request.method,
-                request.target,
-                response.status,
-                node.map_or_else(|| "-".to_string(), |n| n.name()),
-                started.elapsed().as_micros()
+        if request.method == "CONNECT" {
+            return Response::error(
+                501,
+                "the relay is a reverse proxy and does not open tunnels with CONNECT",
             );
         }
-        response
+        admin::handle(self, &request, peer)
+    }
+
+    /// Forwards to a node, streaming; `/_relay/*` and `CONNECT` are answered here.
+    fn exchange(&self, request: Request, peer: SocketAddr, exchange: &mut Exchange<'_>) {
+        let started = Instant::now();
+        if is_admin_path(request.path()) || request.method == "CONNECT" {
+            let Some(body) = exchange.read_body() else {
+                return;
+            };
+            let head = Request { body, ..request };
+            let response = self.handle(head.clone(), peer);
+            exchange.respond(&response);
+            self.log_access(started, peer, &head, Some(response.status), None);
+            return;
+        }
+        let topology = self.topology();
+        let forwarded = forward::forward(
+            &topology,
+            &request,
+            peer,
+            exchange,
+            self.config.read_timeout,
+        );
+        self.log_access(
+            started,
+            peer,
+            &request,
+            forwarded.status,
+            forwarded.node.as_deref(),
+        );
     }
 }
 
@@ -125,24 +173,7 @@ impl RelayServer {
         }
         for text in &config.backends {
             let addr = resolve(text)?;
-            let backend = match health::check(addr) {
-                Ok(report) => {
-                    let name = report.name.clone().unwrap_or_else(|| addr.to_string());
-                    let backend = Backend::new(name, addr, Kind::External, HealthState::healthy());
-                    backend.learn(report);
-                    backend
-                }
-                Err(why) => {
-                    eprintln!("relay: backend {text} did not answer /health ({why}); it starts marked down");
-                    Backend::new(
-                        addr.to_string(),
-                        addr,
-                        Kind::External,
-                        HealthState::unhealthy(),
-                    )
-                }
-            };
-            backends.push(Arc::new(backend));
+            backends.push(Arc::new(external_backend(text, addr, config)));
         }
         let weights = config
             .weights
@@ -219,6 +250,26 @@ impl Drop for RelayServer {
                     server.kill();
                 }
             }
+        }
+    }
+}
+
+/// An external backend, checked once first to learn its name; one that does
+/// not pass starts marked down. With passive health only, it starts up.
+fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backend {
+    let Some(path) = &config.health_path else {
+        return Backend::new(addr.to_string(), addr, Kind::External, HealthState::healthy());
+    };
+    match health::check(addr, path) {
+        Ok(report) => {
+            let name = report.name.clone().unwrap_or_else(|| addr.to_string());
+            let backend = Backend::new(name, addr, Kind::External, HealthState::healthy());
+            backend.learn(&report);
+            backend
+        }
+        Err(why) => {
+            eprintln!("relay: backend {text} did not pass GET {path} ({why}); it starts marked down");
+            Backend::new(addr.to_string(), addr, Kind::External, HealthState::unhealthy())
         }
     }
 }

@@ -14,7 +14,7 @@
 //! accept thread; connections already open finish on their own.
 
 use bookrelay::http::parse::{parse_request_head, Status};
-use bookrelay::http::{has_token, Error, Framing, Header, Request};
+use bookrelay::http::{has_token, Framing, Request};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -1149,7 +1149,7 @@ impl Conn {
     /// The next request head; `None` when the peer is gone or sent garbage.
     fn next_request(&mut self) -> Option<Request> {
         loop {
-            match parse_head(&self.buf) {
+            match parse_request_head(&self.buf) {
                 Ok(Status::Complete((request, used))) => {
                     self.buf.drain(..used);
                     return Some(request);
@@ -1257,53 +1257,3 @@ impl Conn {
     }
 }
 
-/// [`parse_request_head`], except that a `Content-Length` over bookrelay's
-/// own body limit is accepted: these backends stream bodies of any size.
-fn parse_head(buf: &[u8]) -> Result<Status<(Request, usize)>, Error> {
-    match parse_request_head(buf) {
-        Err(Error::BodyTooLarge) => {
-            let end = head_end(buf).ok_or(Error::BodyTooLarge)?;
-            let mut length = None;
-            let mut stripped = Vec::with_capacity(end);
-            for line in buf[..end].split_inclusive(|&b| b == b'\n') {
-                let text = String::from_utf8_lossy(line);
-                match text.split_once(':') {
-                    Some((name, value)) if name.eq_ignore_ascii_case("content-length") => {
-                        length = value
-                            .split(',')
-                            .next()
-                            .and_then(|v| v.trim().parse::<u64>().ok());
-                    }
-                    _ => stripped.extend_from_slice(line),
-                }
-            }
-            let length = length.ok_or(Error::BodyTooLarge)?;
-            let Ok(Status::Complete((mut request, _))) = parse_request_head(&stripped) else {
-                return Err(Error::BodyTooLarge);
-            };
-            request.headers.push(Header {
-                name: "Content-Length".into(),
-                value: length.to_string(),
-            });
-            request.framing = Framing::Length(length);
-            Ok(Status::Complete((request, end)))
-        }
-        other => other,
-    }
-}
-
-/// Where a complete head ends (after its blank line), skipping blank lines
-/// before the request line as the parser does.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
-    (start..buf.len()).find_map(|i| {
-        if buf[i] != b'\n' {
-            return None;
-        }
-        match &buf[i + 1..] {
-            [b'\n', ..] => Some(i + 2),
-            [b'\r', b'\n', ..] => Some(i + 3),
-            _ => None,
-        }
-    })
-}

@@ -221,7 +221,8 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 let path = options.value(&option)?;
                 config.health_path = if path == "none" {
                     None
-                } else if path.starts_with('/') && path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                } else if path.starts_with('/') && path.bytes().all(|b| (0x21..=0x7e).contains(&b))
+                {
                     Some(path)
                 } else {
                     return Err(Error(format!(

@@ -1,12 +1,11 @@
 //! A small blocking HTTP/1.1 client over one keep-alive connection, for the
 //! examples and benchmarks: send a request, read the answer by its framing
-//! (with the same response parser the relay uses), keep the connection.
+//! (with the same client-side code the relay uses), keep the connection.
 
-use crate::http::buffer::InputBuffer;
-use crate::http::parse::{parse_response_head, ChunkedDecoder, ResponseFraming, Status};
+use crate::http::upstream::{length_framing, write_request_head, BodyReader, Upstream};
 use crate::http::Header;
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Largest answer body the client accepts.
@@ -32,25 +31,17 @@ impl Answer {
 /// A keep-alive connection to one server.
 pub struct HttpClient {
     addr: SocketAddr,
-    stream: TcpStream,
-    input: InputBuffer,
-}
-
-fn invalid(why: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, why.into())
+    upstream: Upstream,
+    timeout: Duration,
 }
 
 impl HttpClient {
     /// Connects, with `timeout` for the connect and for each answer.
     pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<HttpClient> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
         Ok(HttpClient {
             addr,
-            stream,
-            input: InputBuffer::new(),
+            upstream: Upstream::connect(addr, timeout)?,
+            timeout,
         })
     }
 
@@ -67,77 +58,31 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> io::Result<Answer> {
+        let host = self.addr.to_string();
         let mut wire = Vec::with_capacity(128 + body.len());
-        wire.extend_from_slice(
-            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.addr).as_bytes(),
+        write_request_head(
+            &mut wire,
+            method,
+            path,
+            std::iter::once(("Host", host.as_str())).chain(headers.iter().copied()),
+            length_framing(method, body.len()),
         );
-        for (name, value) in headers {
-            wire.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        }
-        if !body.is_empty() || matches!(method, "POST" | "PUT" | "PATCH") {
-            wire.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-        }
-        wire.extend_from_slice(b"\r\n");
         wire.extend_from_slice(body);
-        self.stream.write_all(&wire)?;
+        self.upstream.send(&wire)?;
         self.read_answer(method == "HEAD")
     }
 
-    fn fill(&mut self) -> io::Result<()> {
-        match self.input.read_from(&mut self.stream)? {
-            0 => Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the server closed the connection",
-            )),
-            _ => Ok(()),
-        }
-    }
-
     fn read_answer(&mut self, to_head: bool) -> io::Result<Answer> {
-        let (head, used) = loop {
-            match parse_response_head(self.input.data(), to_head)
-                .map_err(|e| invalid(e.sentence()))?
-            {
-                Status::Complete((head, used)) if (100..200).contains(&head.status) => {
-                    self.input.consume(used)
-                }
-                Status::Complete(done) => break done,
-                Status::Partial => self.fill()?,
-            }
+        let invalid = |e: crate::http::upstream::ReadError| {
+            io::Error::new(io::ErrorKind::InvalidData, e.to_string())
         };
-        self.input.consume(used);
-        let body = match head.framing {
-            ResponseFraming::Empty => Vec::new(),
-            ResponseFraming::Length(length) if length <= MAX_BODY_BYTES => {
-                let length = length as usize;
-                while self.input.len() < length {
-                    self.fill()?;
-                }
-                let body = self.input.data()[..length].to_vec();
-                self.input.consume(length);
-                body
-            }
-            ResponseFraming::Length(_) => return Err(invalid("the answer is too large")),
-            ResponseFraming::Chunked => {
-                let mut decoder = ChunkedDecoder::with_limit(MAX_BODY_BYTES);
-                loop {
-                    let used = decoder
-                        .feed(self.input.data())
-                        .map_err(|e| invalid(e.sentence()))?;
-                    self.input.consume(used);
-                    if decoder.is_done() {
-                        break decoder.into_body();
-                    }
-                    self.fill()?;
-                }
-            }
-            ResponseFraming::UntilClose => {
-                while self.input.read_from(&mut self.stream)? > 0 {}
-                let body = self.input.data().to_vec();
-                self.input.consume(body.len());
-                body
-            }
-        };
+        let head = self
+            .upstream
+            .read_head(to_head, self.timeout)
+            .map_err(invalid)?;
+        let body = BodyReader::new(head.framing, self.timeout)
+            .read_to_vec(&mut self.upstream, MAX_BODY_BYTES)
+            .map_err(invalid)?;
         Ok(Answer {
             status: head.status,
             headers: head.headers,
@@ -149,7 +94,7 @@ impl HttpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::thread;
 
@@ -175,6 +120,7 @@ mod tests {
         let mut client = HttpClient::connect(addr, Duration::from_secs(5)).expect("connect");
         // Pipelining by hand: send both, then read both.
         client
+            .upstream
             .stream
             .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
             .expect("send");

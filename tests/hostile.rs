@@ -288,7 +288,10 @@ fn broken_node_answers_become_502_and_the_connection_is_not_reused() {
     let seen = String::from_utf8(client.read_to_end()).expect("utf8");
     assert!(seen.starts_with("HTTP/1.1 200 OK\r\n"), "{seen}");
     assert!(seen.contains("Content-Length: 100\r\n"), "{seen}");
-    assert!(seen.ends_with("\r\n\r\nonly ten b"), "cut where the node stopped: {seen}");
+    assert!(
+        seen.ends_with("\r\n\r\nonly ten b"),
+        "cut where the node stopped: {seen}"
+    );
     // A node that says nothing at all: GETs have nowhere else to go here.
     let silent = FakeBackend::start(|_, _| Act::Close);
     let addr = silent.addr.to_string();

@@ -172,10 +172,8 @@ impl Connection {
                 Ending::Answered { close: true } => return self.finish(),
                 Ending::Unanswered(Some(error)) => return self.fail(handler, error),
                 Ending::Unanswered(None) => {
-                    let mut response = Response::error(
-                        500,
-                        "the server failed to answer this request; try again",
-                    );
+                    let mut response =
+                        Response::error(500, "the server failed to answer this request; try again");
                     response.close = true;
                     handler.decorate(&mut response);
                     write_response(&mut self.output, &response, Version::Http11, false, true);
@@ -347,7 +345,9 @@ pub enum Piece<'b> {
 
 /// How an exchange ended, for the connection loop.
 enum Ending {
-    Answered { close: bool },
+    Answered {
+        close: bool,
+    },
     /// No answer was written; the body error, if any, is answered instead.
     Unanswered(Option<Error>),
     Truncated,
@@ -605,7 +605,9 @@ impl<'a> Exchange<'a> {
         self.answer = AnswerState::Done { close: true };
         self.flush()?;
         self.upgraded = true;
-        self.conn.input.consume(std::mem::take(&mut self.handed_out));
+        self.conn
+            .input
+            .consume(std::mem::take(&mut self.handed_out));
         let early = self.conn.input.data().to_vec();
         self.conn.input.consume(early.len());
         Ok((&self.conn.stream, early))

@@ -134,11 +134,6 @@ pub struct Response {
     pub body: Vec<u8>,
     /// Close the connection after this response, whatever the client asked.
     pub close: bool,
-    /// A head passed through from elsewhere (the relay forwarding a node's
-    /// answer): status line and headers, each line ending in CRLF, framing
-    /// headers included. When set, it is written instead of `status` and
-    /// `headers`; only `Connection` and the blank line are added.
-    pub raw_head: Option<Vec<u8>>,
 }
 
 impl Response {
@@ -148,15 +143,6 @@ impl Response {
             headers: Vec::new(),
             body: Vec::new(),
             close: false,
-            raw_head: None,
-        }
-    }
-
-    /// A response whose head was built elsewhere; see [`Response::raw_head`].
-    pub fn passthrough(status: u16, raw_head: Vec<u8>, body: Vec<u8>) -> Response {
-        Response {
-            raw_head: Some(raw_head),
-            ..Response::new(status).with_body(body)
         }
     }
 

@@ -433,13 +433,21 @@ impl ChunkedDecoder {
         let mut pos = 0;
         loop {
             match self.state {
-                ChunkState::Done => return Ok(Decoded { used: pos, data: pos..pos }),
+                ChunkState::Done => {
+                    return Ok(Decoded {
+                        used: pos,
+                        data: pos..pos,
+                    })
+                }
                 ChunkState::Size => {
                     let Some((line, next)) = next_line(input, pos) else {
                         return if input.len() - pos > MAX_CHUNK_LINE_BYTES {
                             Err(Error::ChunkSize)
                         } else {
-                            Ok(Decoded { used: pos, data: pos..pos })
+                            Ok(Decoded {
+                                used: pos,
+                                data: pos..pos,
+                            })
                         };
                     };
                     if next - pos > MAX_CHUNK_LINE_BYTES {
@@ -474,7 +482,12 @@ impl ChunkedDecoder {
                     });
                 }
                 ChunkState::DataEnd => match &input[pos..] {
-                    [] | [b'\r'] => return Ok(Decoded { used: pos, data: pos..pos }),
+                    [] | [b'\r'] => {
+                        return Ok(Decoded {
+                            used: pos,
+                            data: pos..pos,
+                        })
+                    }
                     [b'\n', ..] => {
                         pos += 1;
                         self.state = ChunkState::Size;
@@ -490,7 +503,10 @@ impl ChunkedDecoder {
                         return if self.trailer_bytes + (input.len() - pos) > MAX_HEAD_BYTES {
                             Err(Error::HeadTooLarge)
                         } else {
-                            Ok(Decoded { used: pos, data: pos..pos })
+                            Ok(Decoded {
+                                used: pos,
+                                data: pos..pos,
+                            })
                         };
                     };
                     self.trailer_bytes += next - pos;

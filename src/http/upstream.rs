@@ -110,6 +110,8 @@ pub enum ReadError {
     TimedOut,
     /// The bytes are not HTTP, or the body's framing broke.
     Malformed(String),
+    /// The caller's hook before a wait said to stop (the relay's client left).
+    Stopped,
 }
 
 impl ReadError {
@@ -140,6 +142,7 @@ impl std::fmt::Display for ReadError {
             }
             ReadError::TimedOut => f.write_str("no answer in time"),
             ReadError::Malformed(why) => f.write_str(why),
+            ReadError::Stopped => f.write_str("the reader stopped"),
         }
     }
 }
@@ -203,7 +206,11 @@ impl Upstream {
     /// `1xx` answers, and consumes it: what stays in [`Upstream::input`] is
     /// body. `to_head` says the request was `HEAD` (no body, whatever the
     /// head says).
-    pub fn read_head(&mut self, to_head: bool, timeout: Duration) -> Result<ResponseHead, ReadError> {
+    pub fn read_head(
+        &mut self,
+        to_head: bool,
+        timeout: Duration,
+    ) -> Result<ResponseHead, ReadError> {
         let deadline = Instant::now() + timeout;
         // The first wait uses `timeout` as it is, so a connection that keeps
         // the same timeout across requests costs no system call to set it.
@@ -314,16 +321,14 @@ impl BodyReader {
         matches!(self.framing, Framing::UntilClose)
     }
 
-    /// Whether the next piece is already buffered (no read would be needed
-    /// to make progress).
-    pub fn has_buffered(&self, upstream: &Upstream) -> bool {
-        upstream.input.len() > self.handed_out
-    }
-
     /// The next piece of the body, or `None` once it is complete.
+    /// `before_wait` runs whenever the next piece is not buffered yet, just
+    /// before waiting for the server: the relay sends the client what it has
+    /// so far (so each event of a stream arrives at once); `false` stops.
     pub fn next_piece<'a>(
         &mut self,
         upstream: &'a mut Upstream,
+        before_wait: &mut impl FnMut() -> bool,
     ) -> Result<Option<&'a [u8]>, ReadError> {
         upstream.input.consume(std::mem::take(&mut self.handed_out));
         loop {
@@ -364,6 +369,9 @@ impl BodyReader {
                     }
                 }
             }
+            if !before_wait() {
+                return Err(ReadError::Stopped);
+            }
             upstream
                 .set_read_timeout(self.silence)
                 .map_err(|e| ReadError::from_io(&e, true))?;
@@ -395,7 +403,7 @@ impl BodyReader {
         limit: u64,
     ) -> Result<Vec<u8>, ReadError> {
         let mut body = Vec::new();
-        while let Some(piece) = self.next_piece(upstream)? {
+        while let Some(piece) = self.next_piece(upstream, &mut || true)? {
             if body.len() as u64 + piece.len() as u64 > limit {
                 return Err(ReadError::Malformed(format!(
                     "the response body is larger than {}",
@@ -492,7 +500,10 @@ mod tests {
         assert!(upstream.settle(), "nothing left over: reusable");
 
         let (_, body, _) = exchange(
-            vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n", b"2\r\nde\r\n0\r\n\r\n"],
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                b"2\r\nde\r\n0\r\n\r\n",
+            ],
             false,
         );
         assert_eq!(body, b"abcde");
@@ -540,7 +551,10 @@ mod tests {
         let head = upstream.read_head(false, WAIT).expect("head");
         let mut reader = BodyReader::new(head.framing, Duration::from_secs(5));
         let (mut total, mut largest_buffer) = (0, 0);
-        while let Some(piece) = reader.next_piece(&mut upstream).expect("piece") {
+        while let Some(piece) = reader
+            .next_piece(&mut upstream, &mut || true)
+            .expect("piece")
+        {
             assert!(piece.iter().all(|&b| b == 7));
             total += piece.len();
             largest_buffer = largest_buffer.max(upstream.input.capacity());
@@ -563,13 +577,18 @@ mod tests {
             Err(ReadError::Malformed(_))
         ));
 
-        let (addr, _server) = serve(vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"]);
+        let (addr, _server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ]);
         let mut upstream = Upstream::connect(addr, Duration::from_secs(5)).expect("connect");
         upstream.send(b"GET / HTTP/1.1\r\n\r\n").expect("send");
         let head = upstream.read_head(false, WAIT).expect("head");
         let error = BodyReader::new(head.framing, Duration::from_secs(5))
             .read_to_vec(&mut upstream, 100)
             .expect_err("malformed");
-        assert_eq!(error.to_string(), "the response's chunked body is malformed");
+        assert_eq!(
+            error.to_string(),
+            "the response's chunked body is malformed"
+        );
     }
 }

@@ -25,15 +25,6 @@ pub fn write_response(
     head_only: bool,
     close: bool,
 ) {
-    if let Some(raw_head) = &response.raw_head {
-        out.extend_from_slice(raw_head);
-        write_connection(out, version, close);
-        out.extend_from_slice(b"\r\n");
-        if status_has_body(response.status) && !head_only {
-            out.extend_from_slice(&response.body);
-        }
-        return;
-    }
     let mut head = String::with_capacity(128 + response.headers.len() * 32);
     let _ = write!(
         head,
@@ -113,20 +104,6 @@ mod tests {
         assert!(written(&response, Version::Http10, false, false)
             .contains("Connection: keep-alive\r\n"));
         assert!(!written(&response, Version::Http11, false, false).contains("Connection"));
-    }
-
-    #[test]
-    fn passthrough_heads_are_written_as_given_plus_connection() {
-        let raw = b"HTTP/1.1 200 OK\r\nX-Node: n\r\nContent-Length: 2\r\n".to_vec();
-        let response = Response::passthrough(200, raw, b"{}".to_vec());
-        assert_eq!(
-            written(&response, Version::Http11, false, true),
-            "HTTP/1.1 200 OK\r\nX-Node: n\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
-        );
-        assert_eq!(
-            written(&response, Version::Http11, true, false),
-            "HTTP/1.1 200 OK\r\nX-Node: n\r\nContent-Length: 2\r\n\r\n"
-        );
     }
 
     #[test]

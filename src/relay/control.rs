@@ -233,7 +233,7 @@ impl Relay {
             path: self.config.health_path.clone(),
         };
         let checker = spawn_checker(Arc::clone(backend), settings, Arc::clone(&self.stop))
-        .map_err(|e| format!("cannot start a health checker: {e}"))?;
+            .map_err(|e| format!("cannot start a health checker: {e}"))?;
         self.checkers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -33,8 +33,8 @@ use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
 use crate::http::parse::{ResponseFraming, ResponseHead};
 use crate::http::upstream::{
-    length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody,
-    Upstream, BODY_READ_BYTES, LAST_CHUNK,
+    length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody, Upstream,
+    BODY_READ_BYTES, LAST_CHUNK,
 };
 use crate::http::{has_token, Framing, Request, Response};
 use std::io;
@@ -368,7 +368,7 @@ fn attempt(
         },
     };
     let to_head = out.request.is_head();
-    let sent_whole = send_request(&mut upstream, out, peer, backend.addr, exchange, reused)?;
+    let sent_whole = send_request(&mut upstream, out, peer, backend.addr, exchange)?;
     let head = upstream
         .read_head(to_head, ANSWER_TIMEOUT)
         .map_err(|error| match error {
@@ -381,6 +381,7 @@ fn attempt(
                 Failure::BadAnswer("the answer's head was cut off".into())
             }
             ReadError::Malformed(why) => Failure::BadAnswer(why),
+            ReadError::Stopped => Failure::BadAnswer("the read stopped".into()),
         })?;
     if head.status == 101 {
         if !out.upgrade {
@@ -403,12 +404,10 @@ fn attempt(
     exchange.start_answer(&answer_head(&head, to_head, false), body, false);
     let mut reader = BodyReader::new(head.framing, read_timeout);
     loop {
-        // About to wait on the node: what the client has been sent so far
-        // goes out now (an event stream's last event, a download's first bytes).
-        if !reader.is_done() && !reader.has_buffered(&upstream) && exchange.flush().is_err() {
-            return Ok(Some(status));
-        }
-        match reader.next_piece(&mut upstream) {
+        // Before waiting on the node, what the client has been sent so far
+        // goes out (an event stream's last event, a download's first bytes).
+        let mut flush = || exchange.flush().is_ok();
+        match reader.next_piece(&mut upstream, &mut flush) {
             Ok(Some(piece)) => {
                 if exchange.send_piece(piece).is_err() {
                     // The client left: the node's connection is dropped with
@@ -417,6 +416,7 @@ fn attempt(
                 }
             }
             Ok(None) => break,
+            Err(ReadError::Stopped) => return Ok(Some(status)),
             Err(_) => {
                 // Broke off or fell silent mid-body: the client's answer is
                 // cut (the connection closes), never padded.
@@ -443,61 +443,73 @@ fn send_request(
     peer: SocketAddr,
     node: SocketAddr,
     exchange: &mut Exchange<'_>,
-    reused: bool,
 ) -> Result<bool, Failure> {
     let mut wire = request_head(out.request, peer, node, out.framing, out.upgrade);
     encode_body(&mut wire, out.framing, &out.replay);
-    let write_failed = |error: io::Error| match error.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Failure::Timeout,
-        _ => Failure::NoAnswer {
-            reset: true,
-            reused,
-        },
-    };
     // From here on the node may have seen bytes of this request.
     out.sent = true;
-    let mut body_over = exchange.body_done();
-    while !body_over {
-        match exchange.body_piece(false) {
+    let mut wait = false;
+    loop {
+        match exchange.body_piece(wait) {
             None => return Err(Failure::ClientBody),
-            Some(Piece::End) => body_over = true,
+            Some(Piece::End) => break,
             Some(Piece::Data(data)) => {
                 encode_body(&mut wire, out.framing, data);
                 out.keep(data);
+                wait = false;
             }
             Some(Piece::Pending) => {
-                upstream.send(&wire).map_err(write_failed)?;
+                // Nothing more buffered: send what there is, then wait.
+                if !send_part(upstream, &wire)? {
+                    return Ok(false);
+                }
                 wire.clear();
                 if has_answered(upstream) {
                     // The node answered before the body was complete (an
                     // early 413 or 401): stop sending and read its answer.
                     return Ok(false);
                 }
-                match exchange.body_piece(true) {
-                    None => return Err(Failure::ClientBody),
-                    Some(Piece::End) => body_over = true,
-                    Some(Piece::Data(data)) => {
-                        encode_body(&mut wire, out.framing, data);
-                        out.keep(data);
-                    }
-                    Some(Piece::Pending) => {}
-                }
+                wait = true;
+                continue;
             }
         }
         if wire.len() >= BODY_READ_BYTES {
-            upstream.send(&wire).map_err(write_failed)?;
+            if !send_part(upstream, &wire)? {
+                return Ok(false);
+            }
             wire.clear();
         }
     }
     if out.framing == RequestBody::Chunked {
         wire.extend_from_slice(LAST_CHUNK);
     }
-    upstream.send(&wire).map_err(write_failed)?;
+    if !send_part(upstream, &wire)? {
+        return Ok(false);
+    }
     Ok(true)
 }
 
 /// Whether the node has sent something while the relay was still sending
 /// (a non-blocking peek; only asked while a body is being streamed).
+/// Writes part of a request. `Ok(false)`: the write failed other than by
+/// timing out, which may mean the node answered early and closed (a server
+/// refusing the body): its answer is then still there to read, so the
+/// caller reads before it judges.
+fn send_part(upstream: &mut Upstream, bytes: &[u8]) -> Result<bool, Failure> {
+    match upstream.send(bytes) {
+        Ok(()) => Ok(true),
+        Err(error) if is_timeout(&error) => Err(Failure::Timeout),
+        Err(_) => Ok(false),
+    }
+}
+
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 fn has_answered(upstream: &Upstream) -> bool {
     if upstream.stream.set_nonblocking(true).is_err() {
         return false;
@@ -569,13 +581,7 @@ pub fn request_head(
         headers.push(("Connection", "upgrade"));
     }
     let mut out = Vec::with_capacity(256);
-    write_request_head(
-        &mut out,
-        &request.method,
-        &request.target,
-        headers,
-        framing,
-    );
+    write_request_head(&mut out, &request.method, &request.target, headers, framing);
     out
 }
 
@@ -778,7 +784,9 @@ mod tests {
     #[test]
     fn the_relays_own_shortage_marks_no_node_down() {
         assert!(is_local(&io::Error::from_raw_os_error(24)));
-        assert!(!is_local(&io::Error::from(io::ErrorKind::ConnectionRefused)));
+        assert!(!is_local(&io::Error::from(
+            io::ErrorKind::ConnectionRefused
+        )));
         assert!(!Failure::Local(io::Error::from_raw_os_error(24)).marks_down());
         assert!(Failure::Connect(io::Error::from(io::ErrorKind::ConnectionRefused)).marks_down());
         assert!(!Failure::NoAnswer {

@@ -75,7 +75,14 @@ impl Relay {
 }
 
 impl Relay {
-    fn log_access(&self, started: Instant, peer: SocketAddr, request: &Request, status: Option<u16>, node: Option<&Backend>) {
+    fn log_access(
+        &self,
+        started: Instant,
+        peer: SocketAddr,
+        request: &Request,
+        status: Option<u16>,
+        node: Option<&Backend>,
+    ) {
         if !self.config.access_log {
             return;
         }
@@ -258,7 +265,12 @@ impl Drop for RelayServer {
 /// not pass starts marked down. With passive health only, it starts up.
 fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backend {
     let Some(path) = &config.health_path else {
-        return Backend::new(addr.to_string(), addr, Kind::External, HealthState::healthy());
+        return Backend::new(
+            addr.to_string(),
+            addr,
+            Kind::External,
+            HealthState::healthy(),
+        );
     };
     match health::check(addr, path) {
         Ok(report) => {
@@ -268,8 +280,15 @@ fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backe
             backend
         }
         Err(why) => {
-            eprintln!("relay: backend {text} did not pass GET {path} ({why}); it starts marked down");
-            Backend::new(addr.to_string(), addr, Kind::External, HealthState::unhealthy())
+            eprintln!(
+                "relay: backend {text} did not pass GET {path} ({why}); it starts marked down"
+            );
+            Backend::new(
+                addr.to_string(),
+                addr,
+                Kind::External,
+                HealthState::unhealthy(),
+            )
         }
     }
 }

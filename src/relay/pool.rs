@@ -33,6 +33,10 @@ pub const MAX_IDLE_PER_NODE: usize = 256;
 /// refuse at once; this only bounds a node on an unreachable address.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A node that takes no byte of a request for this long is given up (the
+/// same bound as waiting for its answer).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// An idle connection older than this is closed: under the 15 s after which
 /// nodes close idle connections themselves, so the relay closes first.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -98,6 +102,7 @@ impl Pool {
     /// A new connection to `addr`.
     pub fn connect(&self, addr: SocketAddr) -> io::Result<Upstream> {
         let upstream = Upstream::connect(addr, CONNECT_TIMEOUT)?;
+        upstream.stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
         self.opened.fetch_add(1, Ordering::Relaxed);
         Ok(upstream)
     }

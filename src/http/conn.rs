@@ -293,6 +293,8 @@ pub struct Exchange<'a> {
     answer: AnswerState,
     /// Why reading the request body failed, answered by the connection.
     body_error: Option<Error>,
+    /// Since when the client has sent no body byte we waited for.
+    silent_since: Option<Instant>,
     client_gone: bool,
     upgraded: bool,
 }
@@ -371,6 +373,7 @@ impl<'a> Exchange<'a> {
             handed_out: 0,
             answer: AnswerState::None,
             body_error: None,
+            silent_since: None,
             client_gone: false,
             upgraded: false,
         }
@@ -387,11 +390,12 @@ impl<'a> Exchange<'a> {
         self.answer != AnswerState::None
     }
 
-    /// The next piece of the request body. With `wait` false, only what is
-    /// already buffered ([`Piece::Pending`] if nothing is). `None`: the body
-    /// cannot be read (a framing error, a timeout, or the client left); the
-    /// handler should give up, and the connection answers or closes.
-    pub fn body_piece(&mut self, wait: bool) -> Option<Piece<'_>> {
+    /// The next piece of the request body, waiting at most `wait` for it
+    /// ([`Piece::Pending`] if none came; `Duration::ZERO`: only what is
+    /// already buffered). `None`: the body cannot be read (a framing error,
+    /// [`BODY_TIMEOUT`] of silence in all, or the client left); the handler
+    /// should give up, and the connection answers or closes.
+    pub fn body_piece(&mut self, wait: Duration) -> Option<Piece<'_>> {
         let conn = &mut *self.conn;
         conn.input.consume(std::mem::take(&mut self.handed_out));
         loop {
@@ -406,6 +410,7 @@ impl<'a> Exchange<'a> {
                             self.body = BodyState::Done;
                         }
                         self.handed_out = take;
+                        self.silent_since = None;
                         return Some(Piece::Data(&conn.input.data()[..take]));
                     }
                 }
@@ -413,6 +418,7 @@ impl<'a> Exchange<'a> {
                     Ok(step) if !step.data.is_empty() => {
                         conn.input.consume(step.data.start);
                         self.handed_out = step.data.len();
+                        self.silent_since = None;
                         return Some(Piece::Data(&conn.input.data()[..step.data.len()]));
                     }
                     Ok(step) => {
@@ -428,11 +434,17 @@ impl<'a> Exchange<'a> {
                     }
                 },
             }
-            if !wait {
+            if wait.is_zero() {
                 return Some(Piece::Pending);
             }
-            match conn.fill(BODY_TIMEOUT) {
+            let silent = self.silent_since.get_or_insert_with(Instant::now).elapsed();
+            let Some(left) = BODY_TIMEOUT.checked_sub(silent).filter(|l| !l.is_zero()) else {
+                self.body_error = Some(Error::BodyTimeout);
+                return None;
+            };
+            match conn.fill(wait.min(left)) {
                 Fill::Data => {}
+                Fill::TimedOut if wait < left => return Some(Piece::Pending),
                 Fill::TimedOut => {
                     self.body_error = Some(Error::BodyTimeout);
                     return None;
@@ -449,10 +461,10 @@ impl<'a> Exchange<'a> {
     pub fn read_body(&mut self) -> Option<Vec<u8>> {
         let mut body = Vec::new();
         loop {
-            match self.body_piece(true)? {
+            match self.body_piece(BODY_TIMEOUT)? {
                 Piece::Data(data) => body.extend_from_slice(data),
                 Piece::End => return Some(body),
-                Piece::Pending => unreachable!("a waiting read is never pending"),
+                Piece::Pending => {}
             }
         }
     }

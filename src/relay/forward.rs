@@ -36,7 +36,7 @@ use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody, Upstream,
     BODY_READ_BYTES, LAST_CHUNK,
 };
-use crate::http::{has_token, Framing, Request, Response};
+use crate::http::{has_token, Framing, Request, Response, BODY_TIMEOUT};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -50,6 +50,10 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// again after a failure. A booking is under 4 KiB; a larger body that has
 /// already begun to flow to a node is not sent again.
 pub const REPLAY_BYTES: usize = 64 * 1024;
+
+/// While a client is slow to send its body, how often the relay looks
+/// whether the node has already answered (an early 413 or 401).
+const EARLY_ANSWER_POLL: Duration = Duration::from_millis(50);
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
 /// they are not forwarded in either direction. Framing headers are written
@@ -332,7 +336,7 @@ fn prepare<'r>(request: &'r Request, exchange: &mut Exchange<'_>) -> Option<Outg
         Framing::Empty => {}
         Framing::Length(n) => out.framing = RequestBody::Length(n),
         Framing::Chunked => loop {
-            match exchange.body_piece(true)? {
+            match exchange.body_piece(BODY_TIMEOUT)? {
                 Piece::Data(data) => out.replay.extend_from_slice(data),
                 Piece::End => {
                     out.framing = RequestBody::Length(out.replay.len() as u64);
@@ -448,7 +452,7 @@ fn send_request(
     encode_body(&mut wire, out.framing, &out.replay);
     // From here on the node may have seen bytes of this request.
     out.sent = true;
-    let mut wait = false;
+    let mut wait = Duration::ZERO;
     loop {
         match exchange.body_piece(wait) {
             None => return Err(Failure::ClientBody),
@@ -456,7 +460,7 @@ fn send_request(
             Some(Piece::Data(data)) => {
                 encode_body(&mut wire, out.framing, data);
                 out.keep(data);
-                wait = false;
+                wait = Duration::ZERO;
             }
             Some(Piece::Pending) => {
                 // Nothing more buffered: send what there is, then wait.
@@ -469,7 +473,10 @@ fn send_request(
                     // early 413 or 401): stop sending and read its answer.
                     return Ok(false);
                 }
-                wait = true;
+                // Wait for the client in short slices, looking at the node
+                // between them, so an early answer is noticed while the
+                // client is still slow to send.
+                wait = EARLY_ANSWER_POLL;
                 continue;
             }
         }

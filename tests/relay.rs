@@ -282,8 +282,11 @@ fn a_pooled_connection_closed_by_the_node_is_resent_transparently() {
     let relay = TestRelay::start(0, 0, "round-robin", |c| c.backends = vec![addr]);
     let mut client = relay.client();
     for i in 0..20 {
-        // POST without an idempotency key: not retryable elsewhere, but a
-        // stale pooled connection never delivered it, so it is resent.
+        // The node has really closed the connection the relay pooled (not
+        // merely about to): the relay must find it closed before writing.
+        backend.wait_all_closed(Duration::from_secs(5));
+        // POST without an idempotency key may never be sent twice, but a
+        // pooled connection found closed before the write is just replaced.
         let reply = client.request("POST", "/x", &[("Content-Type", "application/json")], b"{}");
         assert_eq!(reply.status, 200, "request {i}: {}", reply.text());
     }

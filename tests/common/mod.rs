@@ -470,7 +470,10 @@ pub enum Act {
 pub struct FakeBackend {
     pub addr: SocketAddr,
     pub received: Arc<Mutex<Vec<Request>>>,
+    /// Connections accepted so far.
     pub connections: Arc<AtomicUsize>,
+    /// Connections this backend has closed (its side dropped) so far.
+    pub closed: Arc<AtomicUsize>,
 }
 
 /// A `200` with a JSON body; `/health` answers name the backend `fake`.
@@ -491,17 +494,24 @@ impl FakeBackend {
         let addr = listener.local_addr().expect("addr");
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let act = Arc::new(act);
         {
             let received = Arc::clone(&received);
             let connections = Arc::clone(&connections);
+            let closed = Arc::clone(&closed);
             thread::spawn(move || {
                 for stream in listener.incoming() {
                     let Ok(stream) = stream else { return };
                     connections.fetch_add(1, Ordering::SeqCst);
                     let received = Arc::clone(&received);
                     let act = Arc::clone(&act);
-                    thread::spawn(move || serve_fake(stream, &*act, &received));
+                    let closed = Arc::clone(&closed);
+                    thread::spawn(move || {
+                        // `serve_fake` owns the stream: on return it is closed.
+                        serve_fake(stream, &*act, &received);
+                        closed.fetch_add(1, Ordering::SeqCst);
+                    });
                 }
             });
         }
@@ -509,6 +519,27 @@ impl FakeBackend {
             addr,
             received,
             connections,
+            closed,
+        }
+    }
+
+    /// Waits until every connection accepted so far has been closed by this
+    /// backend (so a pooled connection it dropped is really gone), or panics
+    /// after `limit`.
+    pub fn wait_all_closed(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let accepted = self.connections.load(Ordering::SeqCst);
+            let closed = self.closed.load(Ordering::SeqCst);
+            if closed == accepted {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the backend still has {} of {accepted} connections open",
+                accepted - closed
+            );
+            thread::sleep(Duration::from_millis(5));
         }
     }
 

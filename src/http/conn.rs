@@ -13,8 +13,9 @@
 //! the relay streams both bodies through an [`Exchange`], which also turns
 //! the connection into a byte tunnel after a `101 Switching Protocols`.
 
+use super::body::{BodyFraming, Step};
 use super::buffer::InputBuffer;
-use super::parse::{parse_request_head, ChunkedDecoder, Status};
+use super::parse::{parse_request_head, Status};
 use super::write::{write_response, CONTINUE};
 use super::{
     Error, Framing, Request, Response, Version, BODY_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT,
@@ -287,9 +288,7 @@ pub struct Exchange<'a> {
     version: Version,
     head_only: bool,
     keep_alive: bool,
-    body: BodyState,
-    /// Bytes of the last body piece handed out, dropped on the next read.
-    handed_out: usize,
+    body: BodyFraming,
     answer: AnswerState,
     /// Why reading the request body failed, answered by the connection.
     body_error: Option<Error>,
@@ -297,12 +296,6 @@ pub struct Exchange<'a> {
     silent_since: Option<Instant>,
     client_gone: bool,
     upgraded: bool,
-}
-
-enum BodyState {
-    Done,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -360,9 +353,9 @@ enum Ending {
 impl<'a> Exchange<'a> {
     fn new(conn: &'a mut Connection, request: &Request, limit: u64) -> Exchange<'a> {
         let body = match request.framing {
-            Framing::Empty => BodyState::Done,
-            Framing::Length(n) => BodyState::Length(n),
-            Framing::Chunked => BodyState::Chunked(Box::new(ChunkedDecoder::with_limit(limit))),
+            Framing::Empty => BodyFraming::empty(),
+            Framing::Length(n) => BodyFraming::length(n),
+            Framing::Chunked => BodyFraming::chunked(limit),
         };
         Exchange {
             conn,
@@ -370,7 +363,6 @@ impl<'a> Exchange<'a> {
             head_only: request.is_head(),
             keep_alive: request.keep_alive,
             body,
-            handed_out: 0,
             answer: AnswerState::None,
             body_error: None,
             silent_since: None,
@@ -381,7 +373,7 @@ impl<'a> Exchange<'a> {
 
     /// Whether the whole request body has been read.
     pub fn body_done(&self) -> bool {
-        matches!(self.body, BodyState::Done)
+        self.body.is_done()
     }
 
     /// Whether an answer has begun (so a failure can no longer become a
@@ -397,42 +389,18 @@ impl<'a> Exchange<'a> {
     /// should give up, and the connection answers or closes.
     pub fn body_piece(&mut self, wait: Duration) -> Option<Piece<'_>> {
         let conn = &mut *self.conn;
-        conn.input.consume(std::mem::take(&mut self.handed_out));
         loop {
-            match &mut self.body {
-                BodyState::Done => return Some(Piece::End),
-                BodyState::Length(remaining) => {
-                    let available = conn.input.len() as u64;
-                    if available > 0 {
-                        let take = available.min(*remaining) as usize;
-                        *remaining -= take as u64;
-                        if *remaining == 0 {
-                            self.body = BodyState::Done;
-                        }
-                        self.handed_out = take;
-                        self.silent_since = None;
-                        return Some(Piece::Data(&conn.input.data()[..take]));
-                    }
+            match self.body.next(&mut conn.input) {
+                Ok(Step::Data(n)) => {
+                    self.silent_since = None;
+                    return Some(Piece::Data(&conn.input.data()[..n]));
                 }
-                BodyState::Chunked(decoder) => match decoder.decode(conn.input.data()) {
-                    Ok(step) if !step.data.is_empty() => {
-                        conn.input.consume(step.data.start);
-                        self.handed_out = step.data.len();
-                        self.silent_since = None;
-                        return Some(Piece::Data(&conn.input.data()[..step.data.len()]));
-                    }
-                    Ok(step) => {
-                        conn.input.consume(step.used);
-                        if decoder.is_done() {
-                            self.body = BodyState::Done;
-                            return Some(Piece::End);
-                        }
-                    }
-                    Err(error) => {
-                        self.body_error = Some(error);
-                        return None;
-                    }
-                },
+                Ok(Step::End) => return Some(Piece::End),
+                Ok(Step::NeedMore) => {}
+                Err(error) => {
+                    self.body_error = Some(error);
+                    return None;
+                }
             }
             if wait.is_zero() {
                 return Some(Piece::Pending);
@@ -617,9 +585,7 @@ impl<'a> Exchange<'a> {
         self.answer = AnswerState::Done { close: true };
         self.flush()?;
         self.upgraded = true;
-        self.conn
-            .input
-            .consume(std::mem::take(&mut self.handed_out));
+        self.body.release(&mut self.conn.input);
         let early = self.conn.input.data().to_vec();
         self.conn.input.consume(early.len());
         Ok((&self.conn.stream, early))

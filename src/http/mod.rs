@@ -15,6 +15,7 @@
 //! This file holds the shared types: [`Request`], [`Response`] and [`Error`], whose
 //! every variant carries its status code and a sentence a person can act on.
 
+pub mod body;
 pub mod buffer;
 pub mod conn;
 pub mod parse;

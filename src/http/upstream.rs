@@ -15,10 +15,10 @@
 //! same parser serves requests, whose sentences speak to a person typing into
 //! `nc`, while these end up in a relay's 502 or a health log line.
 
+use super::body::{BodyFraming, Step};
 use super::buffer::InputBuffer;
 use super::parse::{
-    parse_response_head, ChunkedDecoder, ResponseFraming, ResponseHead, Status,
-    MAX_RESPONSE_HEAD_BYTES,
+    parse_response_head, ResponseFraming, ResponseHead, Status, MAX_RESPONSE_HEAD_BYTES,
 };
 use super::{human_bytes, Error};
 use std::io::{self, Write};
@@ -276,19 +276,9 @@ impl Upstream {
 /// next call; nothing of the body is kept, so its size costs no memory.
 #[derive(Debug)]
 pub struct BodyReader {
-    framing: Framing,
-    /// Bytes of the last piece handed out, dropped from the buffer on the next call.
-    handed_out: usize,
+    framing: BodyFraming,
     /// The longest silence allowed between two pieces.
     silence: Duration,
-}
-
-#[derive(Debug)]
-enum Framing {
-    Done,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>),
-    UntilClose,
 }
 
 impl BodyReader {
@@ -296,29 +286,23 @@ impl BodyReader {
     /// wait for each piece.
     pub fn new(framing: ResponseFraming, silence: Duration) -> BodyReader {
         let framing = match framing {
-            ResponseFraming::Empty | ResponseFraming::Length(0) => Framing::Done,
-            ResponseFraming::Length(n) => Framing::Length(n),
-            ResponseFraming::Chunked => {
-                Framing::Chunked(Box::new(ChunkedDecoder::with_limit(u64::MAX)))
-            }
-            ResponseFraming::UntilClose => Framing::UntilClose,
+            ResponseFraming::Empty => BodyFraming::empty(),
+            ResponseFraming::Length(n) => BodyFraming::length(n),
+            ResponseFraming::Chunked => BodyFraming::chunked(u64::MAX),
+            ResponseFraming::UntilClose => BodyFraming::until_close(),
         };
-        BodyReader {
-            framing,
-            handed_out: 0,
-            silence,
-        }
+        BodyReader { framing, silence }
     }
 
     /// Whether the whole body has been handed out.
     pub fn is_done(&self) -> bool {
-        matches!(self.framing, Framing::Done)
+        self.framing.is_done()
     }
 
     /// Whether the body ends only when the server closes (so the connection
     /// can never be reused).
     pub fn until_close(&self) -> bool {
-        matches!(self.framing, Framing::UntilClose)
+        self.framing.ends_at_close()
     }
 
     /// The next piece of the body, or `None` once it is complete.
@@ -330,44 +314,15 @@ impl BodyReader {
         upstream: &'a mut Upstream,
         before_wait: &mut impl FnMut() -> bool,
     ) -> Result<Option<&'a [u8]>, ReadError> {
-        upstream.input.consume(std::mem::take(&mut self.handed_out));
         loop {
-            match &mut self.framing {
-                Framing::Done => return Ok(None),
-                Framing::Length(remaining) => {
-                    let available = upstream.input.len() as u64;
-                    if available > 0 {
-                        let take = available.min(*remaining) as usize;
-                        *remaining -= take as u64;
-                        if *remaining == 0 {
-                            self.framing = Framing::Done;
-                        }
-                        self.handed_out = take;
-                        return Ok(Some(&upstream.input.data()[..take]));
-                    }
-                }
-                Framing::Chunked(decoder) => {
-                    let step = decoder
-                        .decode(upstream.input.data())
-                        .map_err(|e| ReadError::Malformed(response_error_sentence(e)))?;
-                    if !step.data.is_empty() {
-                        upstream.input.consume(step.data.start);
-                        self.handed_out = step.data.len();
-                        return Ok(Some(&upstream.input.data()[..step.data.len()]));
-                    }
-                    upstream.input.consume(step.used);
-                    if decoder.is_done() {
-                        self.framing = Framing::Done;
-                        return Ok(None);
-                    }
-                }
-                Framing::UntilClose => {
-                    let available = upstream.input.len();
-                    if available > 0 {
-                        self.handed_out = available;
-                        return Ok(Some(upstream.input.data()));
-                    }
-                }
+            let step = self
+                .framing
+                .next(&mut upstream.input)
+                .map_err(|e| ReadError::Malformed(response_error_sentence(e)))?;
+            match step {
+                Step::Data(n) => return Ok(Some(&upstream.input.data()[..n])),
+                Step::End => return Ok(None),
+                Step::NeedMore => {}
             }
             if !before_wait() {
                 return Err(ReadError::Stopped);
@@ -379,10 +334,7 @@ impl BodyReader {
                 .input
                 .read_with_room(&mut upstream.stream, BODY_READ_BYTES)
             {
-                Ok(0) if matches!(self.framing, Framing::UntilClose) => {
-                    self.framing = Framing::Done;
-                    return Ok(None);
-                }
+                Ok(0) if self.framing.end_of_input() => return Ok(None),
                 Ok(0) => {
                     return Err(ReadError::Closed {
                         answered: true,

@@ -36,7 +36,7 @@ use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody, Upstream,
     BODY_READ_BYTES, LAST_CHUNK,
 };
-use crate::http::{has_token, Framing, Request, Response, BODY_TIMEOUT};
+use crate::http::{has_token, Framing, Header, Request, Response, BODY_TIMEOUT};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -533,6 +533,17 @@ fn encode_body(wire: &mut Vec<u8>, framing: RequestBody, data: &[u8]) {
     }
 }
 
+/// The header names a message's `Connection` header lists: hop-by-hop for
+/// that message too (RFC 9110 §7.6.1).
+fn connection_tokens(headers: &[Header]) -> Vec<&str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(','))
+        .map(str::trim)
+        .collect()
+}
+
 /// The request head as the node gets it: HTTP/1.1, hop-by-hop headers
 /// dropped (those the `Connection` header names too), `X-Forwarded-For`
 /// extended with the client, the body framed as `framing` says, and for an
@@ -544,13 +555,7 @@ pub fn request_head(
     framing: RequestBody,
     upgrade: bool,
 ) -> Vec<u8> {
-    let connection_tokens: Vec<&str> = request
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(','))
-        .map(str::trim)
-        .collect();
+    let connection_tokens = connection_tokens(&request.headers);
     let mut forwarded_for: Option<&str> = None;
     let mut has_host = false;
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 3);
@@ -603,13 +608,7 @@ fn answer_head(head: &ResponseHead, to_head: bool, upgrade: bool) -> Vec<u8> {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(head.status_line.get(9..).unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let named: Vec<&str> = head
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(','))
-        .map(str::trim)
-        .collect();
+    let named = connection_tokens(&head.headers);
     for header in &head.headers {
         let name = header.name.as_str();
         let keep = if name.eq_ignore_ascii_case("content-length") {

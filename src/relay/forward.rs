@@ -257,6 +257,10 @@ pub fn forward(
             }
             Err(failure) => failure,
         };
+        if matches!(failure, Failure::ClientBody) {
+            // The client's fault, not the node's: nothing to count or retry.
+            return answer_failure(exchange, failure, Some(Arc::clone(backend)));
+        }
         backend.failures.fetch_add(1, Ordering::Relaxed);
         if failure.marks_down() && backend.health.mark_down() {
             eprintln!(

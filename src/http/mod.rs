@@ -206,6 +206,8 @@ pub enum Error {
     },
     HeadTimeout,
     BodyTimeout,
+    /// More than one `Host` header (RFC 9112 §3.2).
+    DuplicateHost,
     /// A response (from a node) whose status line is not HTTP/1.x NNN.
     StatusLine,
 }
@@ -275,6 +277,7 @@ impl Error {
                 )
                 .into()
             }
+            Error::DuplicateHost => "a request may carry only one Host header",
             Error::StatusLine => "the node answered with a malformed status line",
         };
         fixed.into()
@@ -307,6 +310,54 @@ pub fn human_bytes(bytes: u64) -> String {
     } else {
         format!("{bytes} bytes")
     }
+}
+
+/// Decodes `%XX` escapes (and `+` as a space, as HTML forms send); `None` if
+/// an escape is malformed or the result is not UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains(['%', '+']) {
+        return Some(text.to_string());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The booking id in a `/bookings/{id}` path, percent-decoded: the one
+/// reading that a node's routes and the relay's consistent-hash key share, so
+/// `/bookings/a%2D1` and `/bookings/a-1` are the same booking to both.
+pub fn booking_id_in_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    let raw = path.strip_prefix("/bookings/")?;
+    if raw.is_empty() || raw.contains('/') {
+        return None;
+    }
+    if !raw.contains(['%', '+']) {
+        return Some(raw.into());
+    }
+    Some(
+        percent_decode(raw)
+            .unwrap_or_else(|| raw.to_string())
+            .into(),
+    )
 }
 
 /// ASCII case-insensitive comparison, as header names and tokens need.

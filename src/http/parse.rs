@@ -61,13 +61,29 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Status<(Request, usize)>, Error>
         return Ok(Status::Partial);
     };
 
+    let mut headers = headers;
+    if headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+        .count()
+        > 1
+    {
+        return Err(Error::DuplicateHost);
+    }
     let framing = decide_framing(&headers)?;
     let keep_alive = match version {
         Version::Http11 => !connection_has(&headers, "close"),
+        // An HTTP/1.0 message with Transfer-Encoding is read, but its framing
+        // cannot be trusted for what follows (RFC 9112 §6.1): close after it.
         Version::Http10 => {
-            connection_has(&headers, "keep-alive") && !connection_has(&headers, "close")
+            connection_has(&headers, "keep-alive")
+                && !connection_has(&headers, "close")
+                && !headers
+                    .iter()
+                    .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         }
     };
+    let target = origin_form(target, &mut headers);
     let expects_continue = version == Version::Http11
         && headers
             .iter()
@@ -84,6 +100,36 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Status<(Request, usize)>, Error>
         body: Vec::new(),
     };
     Ok(Status::Complete((request, pos)))
+}
+
+/// A target in absolute form (`http://host/path?q`, as proxies are sent) in
+/// the origin form every route expects (`/path?q`), its authority becoming
+/// the `Host` (RFC 9112 §3.2.2: the target's authority wins over any `Host`
+/// header). Other targets are returned as they are.
+fn origin_form(target: String, headers: &mut Vec<Header>) -> String {
+    let lower = target.get(..8).unwrap_or(&target).to_ascii_lowercase();
+    let rest = if lower.starts_with("http://") {
+        &target[7..]
+    } else if lower.starts_with("https://") {
+        &target[8..]
+    } else {
+        return target;
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    let origin = match path.strip_prefix('?') {
+        Some(_) => format!("/{path}"),
+        None if path.is_empty() => "/".to_string(),
+        None => path.to_string(),
+    };
+    if !authority.is_empty() {
+        headers.retain(|h| !h.name.eq_ignore_ascii_case("host"));
+        headers.push(Header {
+            name: "Host".into(),
+            value: authority.to_string(),
+        });
+    }
+    origin
 }
 
 fn partial_or_too_large<T>(buffered: usize, max_bytes: usize) -> Result<Status<T>, Error> {
@@ -752,6 +798,42 @@ mod tests {
     }
 
     #[test]
+    fn two_host_headers_are_refused() {
+        assert_eq!(
+            error(b"GET / HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            Error::DuplicateHost
+        );
+        assert_eq!(Error::DuplicateHost.status(), 400);
+    }
+
+    #[test]
+    fn an_http_1_0_request_with_transfer_encoding_closes_after_its_answer() {
+        let (request, _) = complete(
+            b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert_eq!(request.framing, Framing::Chunked);
+        assert!(!request.keep_alive);
+    }
+
+    #[test]
+    fn absolute_form_targets_become_origin_form_with_their_authority_as_host() {
+        let (request, _) = complete(
+            b"GET http://example.com:8080/bookings?limit=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+        );
+        assert_eq!(request.target, "/bookings?limit=1");
+        assert_eq!(request.header("host"), Some("example.com:8080"));
+        let (request, _) = complete(b"GET HTTP://x HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            (request.target.as_str(), request.header("host")),
+            ("/", Some("x"))
+        );
+        let (request, _) = complete(b"GET http://x?q=1 HTTP/1.1\r\n\r\n");
+        assert_eq!(request.target, "/?q=1");
+        let (request, _) = complete(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(request.target, "*");
+    }
+
+    #[test]
     fn chunked_transfer_encoding_is_case_insensitive() {
         let input = b"POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n";
         assert_eq!(complete(input).0.framing, Framing::Chunked);
@@ -977,6 +1059,7 @@ mod tests {
             Error::ChunkSize,
             Error::ChunkEnd,
             Error::BodyTooLarge { limit: 1 },
+            Error::DuplicateHost,
             Error::HeadTimeout,
             Error::BodyTimeout,
         ];

@@ -14,7 +14,7 @@
 
 use super::Node;
 use crate::booking::{is_valid_id, Booking};
-use crate::http::{Request, Response};
+use crate::http::{booking_id_in_path, percent_decode, Request, Response};
 use crate::json;
 use crate::store::{Created, Error as StoreError};
 
@@ -52,13 +52,9 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Response> {
         "/bookings" if method == "POST" => Ok(Route::Create),
         "/bookings" => Err(method_not_allowed("GET, HEAD, POST")),
         _ => {
-            let Some(raw_id) = path.strip_prefix("/bookings/") else {
+            let Some(id) = booking_id_in_path(path).map(|id| id.into_owned()) else {
                 return Err(not_found_path(path));
             };
-            if raw_id.is_empty() || raw_id.contains('/') {
-                return Err(not_found_path(path));
-            }
-            let id = percent_decode(raw_id).unwrap_or_else(|| raw_id.to_string());
             match method {
                 "GET" | "HEAD" => Ok(Route::Read(id)),
                 "PATCH" => Ok(Route::Update(id)),
@@ -318,36 +314,6 @@ fn method_not_allowed(allow: &'static str) -> Response {
     Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
 }
 
-/// Decodes `%XX` escapes (and `+` as a space, as HTML forms send); `None` if
-/// an escape is malformed or the result is not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    if !text.contains(['%', '+']) {
-        return Some(text.to_string());
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +371,10 @@ mod tests {
         assert_eq!(percent_decode("bad%2"), None);
         assert_eq!(percent_decode("bad%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(
+            booking_id_in_path("/bookings/a%2D1").as_deref(),
+            Some("a-1")
+        );
+        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
     }
 }

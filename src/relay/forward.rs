@@ -36,7 +36,9 @@ use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody, Upstream,
     BODY_READ_BYTES, LAST_CHUNK,
 };
-use crate::http::{has_token, Framing, Header, Request, Response, BODY_TIMEOUT};
+use crate::http::{
+    booking_id_in_path, has_token, Framing, Header, Request, Response, BODY_TIMEOUT,
+};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -147,12 +149,6 @@ fn is_local(error: &io::Error) -> bool {
     matches!(error.raw_os_error(), Some(24 | 23 | 99 | 105 | 12))
 }
 
-/// The booking id in `/bookings/{id}`, the key of `consistent-hash`.
-pub fn routing_key(path: &str) -> Option<&str> {
-    path.strip_prefix("/bookings/")
-        .filter(|id| !id.is_empty() && !id.contains('/'))
-}
-
 /// Whether a request asks to switch protocols (WebSocket): HTTP/1.1 with
 /// `Connection: upgrade` and an `Upgrade` header.
 pub fn is_upgrade(request: &Request) -> bool {
@@ -227,7 +223,7 @@ pub fn forward(
             node: None,
         };
     };
-    let key = routing_key(request.path());
+    let key = booking_id_in_path(request.path());
     let mut excluded = vec![false; topology.backends.len()];
     let mut last: Option<(Failure, Arc<Backend>)> = None;
     let mut retried_fresh = false;
@@ -242,7 +238,7 @@ pub fn forward(
                 state
             })
             .collect();
-        let Some(index) = topology.balancer.pick(&states, key) else {
+        let Some(index) = topology.balancer.pick(&states, key.as_deref()) else {
             break;
         };
         let backend = &topology.backends[index];
@@ -537,6 +533,19 @@ fn encode_body(wire: &mut Vec<u8>, framing: RequestBody, data: &[u8]) {
     }
 }
 
+/// Whether a header belongs to one connection, not the message. A name
+/// spelled with `_` for `-` (`Transfer_Encoding`) counts too: some servers
+/// read it as the real one, so passing it on beside the relay's own framing
+/// would let a client smuggle a second framing past the relay.
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.iter().any(|h| {
+        h.len() == name.len()
+            && h.bytes()
+                .zip(name.bytes())
+                .all(|(h, n)| h == n.to_ascii_lowercase() || (h == b'-' && n == b'_'))
+    })
+}
+
 /// The header names a message's `Connection` header lists: hop-by-hop for
 /// that message too (RFC 9110 §7.6.1).
 fn connection_tokens(headers: &[Header]) -> Vec<&str> {
@@ -560,7 +569,7 @@ pub fn request_head(
     upgrade: bool,
 ) -> Vec<u8> {
     let connection_tokens = connection_tokens(&request.headers);
-    let mut forwarded_for: Option<&str> = None;
+    let mut forwarded_for: Vec<&str> = Vec::new();
     let mut has_host = false;
     let mut headers: Vec<(&str, &str)> = Vec::with_capacity(request.headers.len() + 3);
     for header in &request.headers {
@@ -569,7 +578,7 @@ pub fn request_head(
             headers.push((name, &header.value));
             continue;
         }
-        if HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        if is_hop_by_hop(name)
             || connection_tokens
                 .iter()
                 .any(|t| name.eq_ignore_ascii_case(t))
@@ -577,7 +586,8 @@ pub fn request_head(
             continue;
         }
         if name.eq_ignore_ascii_case("x-forwarded-for") {
-            forwarded_for = Some(&header.value);
+            // Every earlier hop, in order, however many lines they took.
+            forwarded_for.push(&header.value);
             continue;
         }
         has_host |= name.eq_ignore_ascii_case("host");
@@ -588,10 +598,8 @@ pub fn request_head(
         headers.push(("Host", host));
     }
     let client = peer.ip().to_string();
-    let chain = match forwarded_for {
-        Some(earlier) => format!("{earlier}, {client}"),
-        None => client,
-    };
+    forwarded_for.push(&client);
+    let chain = forwarded_for.join(", ");
     headers.push(("X-Forwarded-For", &chain));
     if upgrade {
         headers.push(("Connection", "upgrade"));
@@ -615,13 +623,28 @@ fn answer_head(head: &ResponseHead, to_head: bool, upgrade: bool) -> Vec<u8> {
     let named = connection_tokens(&head.headers);
     for header in &head.headers {
         let name = header.name.as_str();
+        if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Codings other than chunked (gzip, …) describe the body and stay;
+            // the chunked layer is the relay's to redo for this client.
+            let codings: Vec<&str> = header
+                .value
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("chunked"))
+                .collect();
+            if !codings.is_empty() && !to_head {
+                out.extend_from_slice(b"Transfer-Encoding: ");
+                out.extend_from_slice(codings.join(", ").as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+            continue;
+        }
         let keep = if name.eq_ignore_ascii_case("content-length") {
             to_head
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade
         } else {
-            !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
-                && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
+            !is_hop_by_hop(name) && !named.iter().any(|t| name.eq_ignore_ascii_case(t))
         };
         if keep {
             out.extend_from_slice(name.as_bytes());
@@ -678,6 +701,17 @@ mod tests {
     }
 
     #[test]
+    fn every_x_forwarded_for_line_is_kept_in_order_and_underscored_framing_is_dropped() {
+        let req = request(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nTransfer_Encoding: chunked\r\nContent_Length: 5\r\nX_Custom: kept\r\n\r\n",
+        );
+        assert_eq!(
+            head_for(&req, RequestBody::None),
+            "GET / HTTP/1.1\r\nHost: h\r\nX_Custom: kept\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.9\r\n\r\n"
+        );
+    }
+
+    #[test]
     fn a_missing_host_is_filled_with_the_node_address() {
         let req = request("GET /health HTTP/1.1\r\n\r\n");
         assert_eq!(
@@ -716,6 +750,15 @@ mod tests {
             String::from_utf8(answer_head(&head, false, false)).expect("utf8"),
             "HTTP/1.1 200 OK\r\nX-Node: n\r\n"
         );
+        let head = response(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Encoding: br\r\n\r\n",
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(answer_head(&head, false, false)).expect("utf8"),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Encoding: br\r\n",
+            "the gzip coding stays; the relay adds its own chunked layer"
+        );
         let head = response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true);
         assert_eq!(
             String::from_utf8(answer_head(&head, true, false)).expect("utf8"),
@@ -733,12 +776,16 @@ mod tests {
     }
 
     #[test]
-    fn routing_key_is_the_booking_id() {
-        assert_eq!(routing_key("/bookings/abc"), Some("abc"));
-        assert_eq!(routing_key("/bookings"), None);
-        assert_eq!(routing_key("/bookings/"), None);
-        assert_eq!(routing_key("/bookings/a/b"), None);
-        assert_eq!(routing_key("/health"), None);
+    fn the_routing_key_is_the_booking_id_as_the_node_reads_it() {
+        assert_eq!(booking_id_in_path("/bookings/abc").as_deref(), Some("abc"));
+        assert_eq!(
+            booking_id_in_path("/bookings/a%2D1").as_deref(),
+            Some("a-1")
+        );
+        assert_eq!(booking_id_in_path("/bookings"), None);
+        assert_eq!(booking_id_in_path("/bookings/"), None);
+        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
+        assert_eq!(booking_id_in_path("/health"), None);
     }
 
     fn outgoing(req: &Request) -> Outgoing<'_> {

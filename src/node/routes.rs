@@ -292,7 +292,15 @@ fn store_error(error: &StoreError) -> Response {
         StoreError::KeyReused => 422,
         StoreError::Invalid(_) => 400,
         StoreError::Busy => 503,
-        StoreError::Database(_) => 500,
+        StoreError::Database(detail) => {
+            // The detail is for the operator, not the client: it can name
+            // tables and SQL.
+            eprintln!("node: database error: {detail}");
+            return Response::error(
+                500,
+                "the node could not reach its database; try again, and tell the operator if it persists",
+            );
+        }
     };
     Response::error(status, &error.to_string())
 }

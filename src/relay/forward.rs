@@ -106,13 +106,14 @@ impl Failure {
 
     fn response(&self) -> Option<Response> {
         Some(match self {
-            Failure::Connect(error) => Response::error(
-                502,
-                &format!("the relay could not connect to a node ({error}); try again"),
-            ),
-            Failure::Local(error) => Response::error(
+            // The system's own words go to the log (see `describe`), not to
+            // the client.
+            Failure::Connect(_) => {
+                Response::error(502, "the relay could not connect to a node; try again")
+            }
+            Failure::Local(_) => Response::error(
                 503,
-                &format!("the relay is out of resources ({error}); try again shortly"),
+                "the relay is out of connections to give right now; try again shortly",
             ),
             Failure::NoAnswer { .. } => Response::error(
                 502,
@@ -268,6 +269,12 @@ pub fn forward(
         }
         if failure.marks_down() {
             backend.pool.clear();
+        }
+        if let Failure::Local(error) = &failure {
+            eprintln!(
+                "relay: cannot open a connection to {}: {error}",
+                backend.addr
+            );
         }
         if !out.may_retry(&failure) {
             return answer_failure(exchange, failure, Some(Arc::clone(backend)));

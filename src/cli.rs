@@ -13,7 +13,8 @@ use std::time::Duration;
 /// of weight, so weights beyond this would only cost memory.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// Most node threads one relay spawns.
+/// Most node threads one relay spawns (`--nodes`), and most nodes in all
+/// (spawned + external) that `POST /_relay/nodes` grows a relay to.
 pub const MAX_NODES: usize = 64;
 
 /// What the user asked for.

@@ -15,8 +15,8 @@ use std::time::Duration;
 /// of weight, so weights beyond this would only cost memory.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// Most node threads one relay spawns (`--nodes`), and most nodes in all
-/// (spawned + external) that `POST /_relay/nodes` grows a relay to.
+/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
+/// together, at start and after `POST /_relay/nodes`.
 pub const MAX_NODES: usize = 64;
 
 /// The environment variable holding the admin token when neither
@@ -303,6 +303,11 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
         ));
     }
     let total = config.nodes + config.backends.len();
+    if total > MAX_NODES {
+        return Err(Error(format!(
+            "--nodes and --backend name {total} nodes together; the relay runs at most {MAX_NODES}"
+        )));
+    }
     if let Some(weights) = &config.weights {
         if weights.len() != total {
             return Err(Error(format!(
@@ -604,6 +609,7 @@ mod tests {
         assert_eq!(error("--max-body 0"), "--max-body must be at least 1 byte");
         assert!(error("--read-timeout x").starts_with("--read-timeout needs"));
         assert_eq!(error("--access-log=yes"), "unexpected value 'yes'");
+        assert!(error("--nodes 64 --backend 127.0.0.1:1").contains("at most 64"));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Command line to configuration: argv in, [`Command`] out, or an [`Error`]
-//! that names the option. No sockets, no files: `main` acts on the result.
+//! that names the option. No sockets, no files, no environment: `main` acts
+//! on the result (`--admin-token-file` and [`ADMIN_TOKEN_ENV`] are read by
+//! [`crate::launch::resolve_admin_token`]).
 //!
 //! Both `--option value` and `--option=value` are accepted. Every option has a
 //! default, so `bookrelay` alone starts a working system.
@@ -13,8 +15,13 @@ use std::time::Duration;
 /// of weight, so weights beyond this would only cost memory.
 pub const MAX_WEIGHT: u32 = 1000;
 
-/// Most node threads one relay spawns.
+/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
+/// together, at start and after `POST /_relay/nodes`.
 pub const MAX_NODES: usize = 64;
+
+/// The environment variable holding the admin token when neither
+/// `--admin-token-file` nor `--admin-token` is given.
+pub const ADMIN_TOKEN_ENV: &str = "BOOKRELAY_ADMIN_TOKEN";
 
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,7 +54,13 @@ pub struct RelayConfig {
     /// Longest silence between two pieces of a backend's response body.
     pub read_timeout: Duration,
     pub access_log: bool,
+    /// The token changing `/_relay/*` calls must present; `None`: such calls
+    /// are accepted from this machine only.
     pub admin_token: Option<String>,
+    /// `--admin-token-file`, not yet read: [`crate::launch::resolve_admin_token`]
+    /// reads it into `admin_token` (and [`crate::launch::start_relay`] does if
+    /// nobody did).
+    pub admin_token_file: Option<PathBuf>,
     pub max_connections: usize,
 }
 
@@ -70,6 +83,7 @@ impl Default for RelayConfig {
             read_timeout: Duration::from_secs(60),
             access_log: false,
             admin_token: None,
+            admin_token_file: None,
             max_connections: crate::http::server::DEFAULT_MAX_CONNECTIONS,
         }
     }
@@ -142,10 +156,19 @@ Options:
   --read-timeout SECS      longest silence between two pieces of a backend's response body;
                            then the response is cut [default: 60]
   --access-log             one line per request on stderr
-  --admin-token TOKEN      required as 'Authorization: Bearer TOKEN' for mutating /_relay/* calls
+  --admin-token-file PATH  file holding the token that changing /_relay/* calls must send as
+                           'Authorization: Bearer TOKEN' (surrounding whitespace trimmed);
+                           without a token they are accepted from this machine only, and
+                           not from web pages of other sites
+  --admin-token TOKEN      the same token given inline (visible to other users in 'ps';
+                           prefer the file or BOOKRELAY_ADMIN_TOKEN)
   --max-connections N      concurrent client connections; beyond, 503 and close [default: 4096]
   -h, --help               this text
   -V, --version            the version
+
+Environment:
+  BOOKRELAY_ADMIN_TOKEN    the admin token, used when neither --admin-token-file nor
+                           --admin-token is given
 ";
 
 pub const NODE_HELP: &str = "\
@@ -259,8 +282,20 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 }
                 config.admin_token = Some(token);
             }
+            "--admin-token-file" => {
+                let path = options.value(&option)?;
+                if path.is_empty() {
+                    return Err(Error("--admin-token-file needs a file name".into()));
+                }
+                config.admin_token_file = Some(PathBuf::from(path));
+            }
             other => return Err(unknown(other, RELAY_OPTIONS)),
         }
+    }
+    if config.admin_token.is_some() && config.admin_token_file.is_some() {
+        return Err(Error(
+            "give the admin token once: --admin-token-file or --admin-token, not both".into(),
+        ));
     }
     if config.nodes == 0 && config.backends.is_empty() {
         return Err(Error(
@@ -268,6 +303,11 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
         ));
     }
     let total = config.nodes + config.backends.len();
+    if total > MAX_NODES {
+        return Err(Error(format!(
+            "--nodes and --backend name {total} nodes together; the relay runs at most {MAX_NODES}"
+        )));
+    }
     if let Some(weights) = &config.weights {
         if weights.len() != total {
             return Err(Error(format!(
@@ -303,6 +343,7 @@ const RELAY_OPTIONS: &[&str] = &[
     "--read-timeout",
     "--access-log",
     "--admin-token",
+    "--admin-token-file",
     "--max-connections",
     "--help",
     "--version",
@@ -568,6 +609,24 @@ mod tests {
         assert_eq!(error("--max-body 0"), "--max-body must be at least 1 byte");
         assert!(error("--read-timeout x").starts_with("--read-timeout needs"));
         assert_eq!(error("--access-log=yes"), "unexpected value 'yes'");
+        assert!(error("--nodes 64 --backend 127.0.0.1:1").contains("at most 64"));
+    }
+
+    #[test]
+    fn the_admin_token_file_is_named_not_read() {
+        let config = relay("--admin-token-file /nonexistent/token");
+        assert_eq!(
+            config.admin_token_file,
+            Some(PathBuf::from("/nonexistent/token"))
+        );
+        assert_eq!(config.admin_token, None);
+        assert_eq!(
+            error("--admin-token-file="),
+            "--admin-token-file needs a file name"
+        );
+        assert!(error("--admin-token-file t --admin-token x").contains("not both"));
+        assert!(RELAY_HELP.contains("--admin-token-file PATH"));
+        assert!(RELAY_HELP.contains(ADMIN_TOKEN_ENV));
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! listeners, print what started. Shared by `main`, the integration tests and
 //! the examples, so all three start the system the same way.
 
-use crate::cli::{NodeArgs, RelayConfig};
+use crate::cli::{self, NodeArgs, RelayConfig};
 use crate::names::{random_name, NameGenerator};
 use crate::node::{Node, NodeConfig, NodeServer};
 use crate::rand::Rng;
 use crate::relay::RelayServer;
 use crate::store::Store;
+use std::ffi::OsString;
 use std::fmt;
 use std::io;
 use std::net::TcpListener;
@@ -109,8 +110,58 @@ pub fn spawn_nodes(config: &RelayConfig) -> Result<Vec<NodeServer>, LaunchError>
     Ok(servers)
 }
 
+/// Settles the admin token: `--admin-token-file` is read into
+/// `admin_token` (surrounding whitespace, such as the trailing newline,
+/// trimmed); without it or `--admin-token`, `env` (the value of
+/// [`cli::ADMIN_TOKEN_ENV`], if set) is the token. An unreadable or empty
+/// file, or an empty variable, is a [`cli::Error`] naming it: the user asked
+/// for protection that would otherwise silently be missing.
+pub fn resolve_admin_token(
+    config: &mut RelayConfig,
+    env: Option<OsString>,
+) -> Result<(), cli::Error> {
+    if let Some(path) = config.admin_token_file.take() {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            cli::Error(format!(
+                "--admin-token-file cannot read {}: {e}",
+                path.display()
+            ))
+        })?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(cli::Error(format!(
+                "--admin-token-file {} is empty; put the token in it",
+                path.display()
+            )));
+        }
+        config.admin_token = Some(token.to_string());
+        return Ok(());
+    }
+    if config.admin_token.is_some() {
+        return Ok(());
+    }
+    let name = cli::ADMIN_TOKEN_ENV;
+    match env {
+        None => Ok(()),
+        Some(value) => match value.into_string() {
+            Ok(token) if !token.trim().is_empty() => {
+                config.admin_token = Some(token.trim().to_string());
+                Ok(())
+            }
+            Ok(_) => Err(cli::Error(format!(
+                "{name} is set but empty; set it to the admin token or unset it"
+            ))),
+            Err(_) => Err(cli::Error(format!("{name} is not valid UTF-8"))),
+        },
+    }
+}
+
 /// Spawns the node threads and starts a relay over them and the backends.
 pub fn start_relay(config: &RelayConfig) -> Result<RelayServer, LaunchError> {
+    // A config built in code may name a token file nobody read yet.
+    let mut config = config.clone();
+    resolve_admin_token(&mut config, None).map_err(|e| LaunchError(e.0))?;
+    let config = &config;
     // Bind first: a port in use should fail before nodes or data are touched.
     let listener = bind(&listen_address(&config.listen))?;
     let nodes = if config.nodes > 0 {
@@ -144,5 +195,59 @@ pub fn listen_address(text: &str) -> String {
     match text.strip_prefix(':') {
         Some(port) => format!("127.0.0.1:{port}"),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::temp_dir::TempDir;
+
+    fn resolved(config: RelayConfig, env: Option<&str>) -> Result<Option<String>, String> {
+        let mut config = config;
+        resolve_admin_token(&mut config, env.map(OsString::from))
+            .map(|()| config.admin_token)
+            .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_file_the_option_or_the_environment() {
+        let dir = TempDir::new("token");
+        let file = dir.path().join("token");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let with_file = RelayConfig {
+            admin_token_file: Some(file.clone()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(
+            resolved(with_file.clone(), Some("ignored")),
+            Ok(Some("s3cret".into()))
+        );
+        let inline = RelayConfig {
+            admin_token: Some("inline".into()),
+            ..RelayConfig::default()
+        };
+        assert_eq!(resolved(inline, Some("ignored")), Ok(Some("inline".into())));
+        assert_eq!(
+            resolved(RelayConfig::default(), Some("from-env")),
+            Ok(Some("from-env".into()))
+        );
+        assert_eq!(resolved(RelayConfig::default(), None), Ok(None));
+        let empty_env = resolved(RelayConfig::default(), Some("")).expect_err("empty");
+        assert!(empty_env.starts_with(cli::ADMIN_TOKEN_ENV), "{empty_env}");
+
+        std::fs::write(&file, "\n").expect("write");
+        let empty = resolved(with_file, None).expect_err("empty file");
+        assert!(empty.starts_with("--admin-token-file"), "{empty}");
+        assert!(empty.contains("empty"), "{empty}");
+        let missing = RelayConfig {
+            admin_token_file: Some(dir.path().join("absent")),
+            ..RelayConfig::default()
+        };
+        let missing = resolved(missing, None).expect_err("missing file");
+        assert!(
+            missing.starts_with("--admin-token-file cannot read"),
+            "{missing}"
+        );
     }
 }

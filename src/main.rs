@@ -1,5 +1,7 @@
-//! The `bookrelay` binary: parse the command line, run, map the outcome to an
-//! exit code (2 for a bad option, 1 for a runtime failure such as a port in use).
+//! The `bookrelay` binary: parse the command line, settle the admin token
+//! (`--admin-token-file`, `BOOKRELAY_ADMIN_TOKEN`), run, map the outcome to an
+//! exit code (2 for a bad option or token source, 1 for a runtime failure such
+//! as a port in use).
 
 use bookrelay::cli::{self, Command};
 use bookrelay::launch;
@@ -14,6 +16,18 @@ fn main() -> ExitCode {
             eprintln!("Run 'bookrelay --help' for usage.");
             return ExitCode::from(2);
         }
+    };
+    let command = match command {
+        Command::Relay(mut config) => {
+            let env = std::env::var_os(cli::ADMIN_TOKEN_ENV);
+            if let Err(error) = launch::resolve_admin_token(&mut config, env) {
+                eprintln!("bookrelay: {error}");
+                eprintln!("Run 'bookrelay --help' for usage.");
+                return ExitCode::from(2);
+            }
+            Command::Relay(config)
+        }
+        other => other,
     };
     let outcome = match command {
         Command::Help(text) => {

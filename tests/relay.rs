@@ -264,7 +264,11 @@ fn requests_reach_nodes_with_x_forwarded_for_and_without_hop_by_hop_headers() {
         Some("203.0.113.7, 127.0.0.1")
     );
     assert_eq!(seen[0].header("keep-alive"), None);
-    assert_eq!(seen[0].header("host"), Some("test"));
+    assert_eq!(
+        seen[0].header("host"),
+        Some(relay.addr.to_string().as_str()),
+        "the client's Host, unchanged"
+    );
     // The external backend is named by its /health answer.
     assert_eq!(relay.node_names(), ["fake"]);
     assert_eq!(

@@ -362,7 +362,7 @@ fn admin_token_guards_changes_but_not_reads() {
 fn without_a_token_changes_are_accepted_from_loopback_only() {
     let relay = TestRelay::start(2, 0, "round-robin", |_| {});
     let name = relay.node_names()[0].clone();
-    let raw = format!("POST /_relay/nodes/{name}/kill HTTP/1.1\r\nHost: x\r\n\r\n");
+    let raw = format!("POST /_relay/nodes/{name}/kill HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
     let Ok(Status::Complete((request, _))) = parse_request_head(raw.as_bytes()) else {
         panic!("parse");
     };

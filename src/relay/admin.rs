@@ -5,8 +5,14 @@
 //! the same figures in Prometheus text format, `balancer` the strategy and
 //! weights. Changing (`POST`, `PUT`, `DELETE`): the simulator's controls in
 //! [`super::control`], refused with 403 unless the caller presents
-//! `Authorization: Bearer <--admin-token>`, or, when no token is set, calls
-//! from this machine (a loopback peer).
+//! `Authorization: Bearer TOKEN` (any case of `Bearer`) with the relay's admin
+//! token, or, when no token is set, calls from this machine (a loopback
+//! peer) that no web page of another origin could have sent: `Host` must be
+//! a loopback name or the listen address (DNS rebinding), an `Origin` must be
+//! the relay's own, `Sec-Fetch-Site` must not be `cross-site` or `same-site`,
+//! and a body must come as `Content-Type: application/json` (which a page of
+//! another origin cannot send without a CORS preflight the relay never
+//! grants). A call without `Origin` (curl, scripts) passes.
 
 use super::backend::Topology;
 use super::control::{NodeInfo, Refusal};
@@ -15,7 +21,7 @@ use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};
 use crate::json::{self, Value};
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 /// Answers a request whose path starts with `/_relay`.
@@ -72,31 +78,159 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
 /// The admin rule of SPEC §1 (`--admin-token`); see the module docs.
 fn authorize(relay: &Relay, request: &Request, peer: SocketAddr) -> Result<(), Response> {
     match &relay.config().admin_token {
-        Some(token) => {
-            let given = request
-                .header("authorization")
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(str::trim);
-            match given {
-                Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => Ok(()),
-                _ => Err(Response::error(
-                    403,
-                    "this call changes the relay: send 'Authorization: Bearer <token>' with the token given to --admin-token",
-                )),
-            }
+        Some(token) => match request.header("authorization").and_then(bearer_token) {
+            Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(Response::error(
+                403,
+                "this call changes the relay: send 'Authorization: Bearer <token>' with the relay's admin token (--admin-token-file, BOOKRELAY_ADMIN_TOKEN or --admin-token)",
+            )),
+        },
+        None if peer.ip().to_canonical().is_loopback() => {
+            let call = BrowserCall {
+                host: request.header("host"),
+                origin: request.header("origin"),
+                fetch_site: request.header("sec-fetch-site"),
+                content_type: request.header("content-type"),
+                has_body: !request.body.is_empty(),
+            };
+            call.check(relay.listen_addr())
+                .map_err(|sentence| Response::error(403, sentence))
         }
-        None if peer.ip().to_canonical().is_loopback() => Ok(()),
         None => Err(Response::error(
             403,
-            "this call changes the relay and is accepted from this machine only; start the relay with --admin-token to allow it from elsewhere",
+            "this call changes the relay and is accepted from this machine only; start the relay with --admin-token-file to allow it from elsewhere",
         )),
     }
 }
 
-/// Compares without stopping at the first difference, so response time does
-/// not reveal how much of a guessed token was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+/// The token of an `Authorization: Bearer TOKEN` value; the scheme is
+/// matched case-insensitively (RFC 9110 §11.1).
+fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let split = value.find([' ', '\t'])?;
+    let (scheme, token) = value.split_at(split);
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Compares without stopping at the first difference nor at a length
+/// mismatch, so response time does not reveal how much of a guessed token
+/// was right: the lengths go into the accumulator, and the loop runs over the
+/// longer input.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for i in 0..given.len().max(expected.len()) {
+        let x = given.get(i).copied().unwrap_or(0);
+        let y = expected.get(i).copied().unwrap_or(0);
+        diff |= usize::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// What a browser reveals about who sent a changing call. Without an admin
+/// token, a loopback peer may also be a web page of any site open in the
+/// user's browser; these rules refuse what such a page could send.
+#[derive(Debug, Clone, Copy, Default)]
+struct BrowserCall<'a> {
+    host: Option<&'a str>,
+    origin: Option<&'a str>,
+    fetch_site: Option<&'a str>,
+    content_type: Option<&'a str>,
+    has_body: bool,
+}
+
+impl BrowserCall<'_> {
+    /// `Ok` if no page of another origin could have sent this call; else
+    /// the sentence of the 403. `listen` is the relay's bound address.
+    fn check(&self, listen: SocketAddr) -> Result<(), &'static str> {
+        // DNS rebinding: a page of evil.example whose name now resolves to
+        // 127.0.0.1 is same-origin with itself, but its Host names evil.example.
+        if let Some(host) = self.host {
+            if !split_authority(host).is_some_and(|(name, _)| is_own_host(name, listen)) {
+                return Err("this call changes the relay and is accepted only when addressed to it by a loopback name (localhost, 127.0.0.1, [::1]) or its listen address; use http://127.0.0.1:PORT, or start the relay with --admin-token-file");
+            }
+        }
+        if let Some(site) = self.fetch_site {
+            let site = site.trim();
+            if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+                return Err("this call changes the relay and came from a web page of another site (Sec-Fetch-Site); use the dashboard at /_relay/ or curl, or start the relay with --admin-token-file");
+            }
+        }
+        if let Some(origin) = self.origin {
+            if !is_own_origin(origin, self.host, listen) {
+                return Err("this call changes the relay and came from a web page of another origin (Origin); use the dashboard at /_relay/ or curl, or start the relay with --admin-token-file");
+            }
+        }
+        if self.has_body && !self.content_type.is_some_and(is_json_type) {
+            return Err(
+                "this call changes the relay: send its body with 'Content-Type: application/json'",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `name` and `port` of `name[:port]` or `[v6][:port]`; `None` if malformed.
+fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    let authority = authority.trim();
+    let (name, port) = if authority.starts_with('[') {
+        let end = authority.find(']')?;
+        let (name, rest) = authority.split_at(end + 1);
+        match rest {
+            "" => (name, None),
+            _ => (name, Some(rest.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if name.is_empty() {
+        return None;
+    }
+    match port {
+        None => Some((name, None)),
+        Some(port) => Some((name, Some(port.parse().ok()?))),
+    }
+}
+
+/// A loopback name (`localhost`, `127.x.x.x`, `[::1]`) or the listen address.
+fn is_own_host(name: &str, listen: SocketAddr) -> bool {
+    if name.eq_ignore_ascii_case("localhost") {
+        return true;
+    }
+    let ip = match name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6),
+        None => name.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4),
+    };
+    ip.is_some_and(|ip| {
+        let ip = ip.to_canonical();
+        ip.is_loopback() || (!listen.ip().is_unspecified() && ip == listen.ip().to_canonical())
+    })
+}
+
+/// The relay's own origin: `http://` and either exactly the `Host` the call
+/// was sent to (already checked by [`is_own_host`]), or a loopback name or
+/// the listen address with the relay's port (80 when absent).
+fn is_own_origin(origin: &str, host: Option<&str>, listen: SocketAddr) -> bool {
+    let Some(authority) = origin.trim().strip_prefix("http://") else {
+        return false;
+    };
+    if host.is_some_and(|host| host.trim().eq_ignore_ascii_case(authority)) {
+        return true;
+    }
+    split_authority(authority).is_some_and(|(name, port)| {
+        is_own_host(name, listen) && port.unwrap_or(80) == listen.port()
+    })
+}
+
+/// `application/json`, parameters allowed (`; charset=utf-8`).
+fn is_json_type(value: &str) -> bool {
+    value
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
 fn refused(refusal: Refusal) -> Response {
@@ -442,9 +576,136 @@ mod tests {
     #[test]
     fn secrets_compare_equal_only_when_identical() {
         assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(same_secret(b"", b""));
         assert!(!same_secret(b"s3cret", b"s3creT"));
         assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"s3cre", b"s3cret"));
         assert!(!same_secret(b"", b"x"));
+        // A prefix padded with what the loop reads past the end is no match.
+        assert!(!same_secret(b"ab\0", b"ab"));
+        assert!(!same_secret(b"ab", b"ab\0"));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_matched_in_any_case() {
+        assert_eq!(bearer_token("Bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("bearer s3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("BEARER  s3cret "), Some("s3cret"));
+        assert_eq!(bearer_token("Bearer\ts3cret"), Some("s3cret"));
+        assert_eq!(bearer_token("Basic czNjcmV0"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
+    }
+
+    const LISTEN: &str = "127.0.0.1:8080";
+
+    fn check(call: BrowserCall<'_>) -> Result<(), &'static str> {
+        call.check(LISTEN.parse().expect("addr"))
+    }
+
+    fn from(host: &'static str, origin: Option<&'static str>) -> BrowserCall<'static> {
+        BrowserCall {
+            host: Some(host),
+            origin,
+            ..BrowserCall::default()
+        }
+    }
+
+    #[test]
+    fn hosts_must_be_loopback_names_or_the_listen_address() {
+        let listen: SocketAddr = "192.0.2.5:8080".parse().expect("addr");
+        for own in [
+            "localhost",
+            "LocalHost",
+            "127.0.0.1",
+            "127.1.2.3",
+            "[::1]",
+            "192.0.2.5",
+        ] {
+            assert!(is_own_host(own, listen), "{own}");
+        }
+        for foreign in [
+            "evil.example",
+            "localhost.evil.example",
+            "192.0.2.6",
+            "0.0.0.0",
+            "[::2]",
+            "::1",
+            "",
+        ] {
+            assert!(!is_own_host(foreign, listen), "{foreign}");
+        }
+        assert!(!is_own_host(
+            "0.0.0.0",
+            "0.0.0.0:8080".parse().expect("addr")
+        ));
+        assert_eq!(split_authority("[::1]:8080"), Some(("[::1]", Some(8080))));
+        assert_eq!(split_authority("localhost"), Some(("localhost", None)));
+        assert_eq!(split_authority("localhost:x"), None);
+        assert_eq!(split_authority("[::1"), None);
+        assert_eq!(split_authority(":80"), None);
+        assert!(check(from("127.0.0.1:8080", None)).is_ok());
+        assert!(check(from("localhost:8080", None)).is_ok());
+        assert!(check(from("evil.example:8080", None)).is_err());
+        assert!(
+            check(BrowserCall::default()).is_ok(),
+            "no Host: not a browser"
+        );
+    }
+
+    #[test]
+    fn origins_must_be_the_relays_own() {
+        let ok = |host, origin| check(from(host, Some(origin))).is_ok();
+        assert!(ok("127.0.0.1:8080", "http://127.0.0.1:8080"));
+        assert!(ok("localhost:8080", "http://localhost:8080"));
+        assert!(ok("[::1]:8080", "http://[::1]:8080"));
+        // Same authority as Host: a port forwarded to the relay's port.
+        assert!(ok("localhost:9000", "http://localhost:9000"));
+        // A loopback name with the relay's own port.
+        assert!(ok("127.0.0.1:8080", "http://localhost:8080"));
+        assert!(!ok("127.0.0.1:8080", "http://evil.example"));
+        assert!(
+            !ok("127.0.0.1:8080", "http://localhost:3000"),
+            "another local site"
+        );
+        assert!(!ok("127.0.0.1:8080", "https://127.0.0.1:8080"));
+        assert!(!ok("127.0.0.1:8080", "null"));
+        assert!(
+            !ok("127.0.0.1:8080", "http://127.0.0.1"),
+            "port 80 is not 8080"
+        );
+        assert!(
+            !ok("evil.example:8080", "http://evil.example:8080"),
+            "DNS rebinding"
+        );
+    }
+
+    #[test]
+    fn cross_site_fetches_and_non_json_bodies_are_refused() {
+        let site = |value| BrowserCall {
+            fetch_site: Some(value),
+            ..from("127.0.0.1:8080", None)
+        };
+        assert!(check(site("cross-site")).is_err());
+        assert!(check(site("same-site")).is_err());
+        assert!(check(site("same-origin")).is_ok());
+        assert!(check(site("none")).is_ok());
+        let body = |content_type| BrowserCall {
+            content_type,
+            has_body: true,
+            ..from("127.0.0.1:8080", None)
+        };
+        assert!(check(body(Some("application/json"))).is_ok());
+        assert!(check(body(Some("Application/JSON; charset=utf-8"))).is_ok());
+        assert!(check(body(Some("text/plain"))).is_err());
+        assert!(check(body(Some("application/x-www-form-urlencoded"))).is_err());
+        assert!(check(body(None)).is_err());
+        let empty = BrowserCall {
+            content_type: Some("text/plain"),
+            ..from("127.0.0.1:8080", None)
+        };
+        assert!(check(empty).is_ok(), "no body: nothing to mistype");
     }
 
     #[test]

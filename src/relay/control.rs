@@ -20,7 +20,7 @@ use super::backend::{Backend, Kind, Topology};
 use super::checker::{spawn_checker, CheckerSettings};
 use super::health::HealthState;
 use super::Relay;
-use crate::cli::MAX_WEIGHT;
+use crate::cli::{MAX_NODES, MAX_WEIGHT};
 use crate::launch;
 use crate::node::NodeConfig;
 use std::sync::atomic::Ordering;
@@ -110,10 +110,20 @@ impl Relay {
         Ok(info(&backend))
     }
 
-    /// Spawns one more node thread with weight `weight`.
+    /// Spawns one more node thread with weight `weight`; refused (409) when
+    /// the relay already balances over [`MAX_NODES`] nodes and backends.
     pub fn add_node(&self, weight: u32) -> Result<NodeInfo, Refusal> {
         check_weight(weight)?;
         let _changing = self.lock_changes();
+        let count = self.topology().backends.len();
+        if count >= MAX_NODES {
+            return Err(refuse(
+                409,
+                format!(
+                    "the relay already has {count} nodes, the most it runs ({MAX_NODES}); remove one with DELETE /_relay/nodes/NAME first"
+                ),
+            ));
+        }
         let name = self
             .names
             .lock()

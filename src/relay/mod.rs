@@ -52,6 +52,8 @@ pub struct Relay {
     changes: Mutex<()>,
     /// Client connections accepted, refused at the limit, and panicked.
     counters: Arc<ServerCounters>,
+    /// Where the relay listens (the bound address, port included).
+    listen_addr: SocketAddr,
 }
 
 impl Relay {
@@ -67,6 +69,11 @@ impl Relay {
     /// The client-side connection counters.
     pub fn counters(&self) -> &ServerCounters {
         &self.counters
+    }
+
+    /// The address the relay listens on (the bound one: a `:0` port resolved).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
     }
 
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -189,6 +196,9 @@ impl RelayServer {
         let mut seeds = Rng::from_entropy();
         let topology = Topology::build(backends, weights, &config.balancer, seeds.next_u64())
             .map_err(|e| LaunchError(e.to_string()))?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
         let mut names = NameGenerator::new(Rng::from_entropy());
         for backend in &topology.backends {
             names.reserve(&backend.name());
@@ -202,6 +212,7 @@ impl RelayServer {
             seeds: Mutex::new(seeds),
             changes: Mutex::new(()),
             counters: Arc::default(),
+            listen_addr,
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;

@@ -146,7 +146,10 @@ impl Client {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Reply {
-        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        // Host as curl sends it: the address connected to (the relay's
+        // admin calls check it against DNS rebinding).
+        let host = self.stream.peer_addr().expect("peer address");
+        let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
         for (name, value) in headers {
             raw.push_str(&format!("{name}: {value}\r\n"));
         }

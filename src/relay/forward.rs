@@ -196,13 +196,19 @@ impl Outgoing<'_> {
         }
     }
 
+    /// Whether the request may go out (again) after it has been sent once:
+    /// safe to repeat, and its whole body still held.
+    fn resendable(&self) -> bool {
+        is_retry_safe(self.request) && self.replayable
+    }
+
     /// Whether this failure still allows sending the request to another node.
     fn may_retry(&self, failure: &Failure) -> bool {
         match failure {
-            // Nothing of this attempt went out; any earlier attempt that did
-            // was itself allowed a retry.
-            Failure::Connect(_) => true,
-            Failure::NoAnswer { .. } => is_retry_safe(self.request) && self.replayable,
+            // Nothing of this attempt went out; but if an earlier attempt
+            // sent the request, that one decides.
+            Failure::Connect(_) => !self.sent || self.resendable(),
+            Failure::NoAnswer { .. } => self.resendable(),
             Failure::Local(_) | Failure::Timeout | Failure::BadAnswer(_) | Failure::ClientBody => {
                 false
             }
@@ -821,9 +827,14 @@ mod tests {
             "POST /bookings HTTP/1.1\r\nIdempotency-Key: k\r\n\r\n"
         ));
         let post = request("POST /bookings HTTP/1.1\r\n\r\n");
-        assert!(outgoing(&post).may_retry(&Failure::Connect(io::Error::from(
-            io::ErrorKind::ConnectionRefused
-        ))));
+        let refused = || Failure::Connect(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let mut unsent = outgoing(&post);
+        unsent.sent = false;
+        assert!(unsent.may_retry(&refused()), "nothing went out: any method");
+        assert!(
+            !outgoing(&post).may_retry(&refused()),
+            "a POST already sent to one node never looks unsent after a refused connect"
+        );
         let get = request("GET / HTTP/1.1\r\n\r\n");
         assert!(!outgoing(&get).may_retry(&Failure::Timeout));
         assert!(!outgoing(&get).may_retry(&Failure::Local(io::Error::from_raw_os_error(24))));

@@ -79,9 +79,18 @@ impl Relay {
     fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
         self.changes.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-impl Relay {
+    /// What the relay answers itself: `/_relay/*`, and 501 to `CONNECT`.
+    fn own_answer(&self, request: &Request, peer: SocketAddr) -> Response {
+        if request.method == "CONNECT" {
+            return Response::error(
+                501,
+                "the relay is a reverse proxy and does not open tunnels with CONNECT",
+            );
+        }
+        admin::handle(self, request, peer)
+    }
+
     fn log_access(
         &self,
         started: Instant,
@@ -118,13 +127,7 @@ impl Handler for Relay {
 
     /// The relay's own endpoints, answered whole.
     fn handle(&self, request: Request, peer: SocketAddr) -> Response {
-        if request.method == "CONNECT" {
-            return Response::error(
-                501,
-                "the relay is a reverse proxy and does not open tunnels with CONNECT",
-            );
-        }
-        admin::handle(self, &request, peer)
+        self.own_answer(&request, peer)
     }
 
     /// Forwards to a node, streaming; `/_relay/*` and `CONNECT` are answered here.
@@ -134,10 +137,10 @@ impl Handler for Relay {
             let Some(body) = exchange.read_body() else {
                 return;
             };
-            let head = Request { body, ..request };
-            let response = self.handle(head.clone(), peer);
+            let request = Request { body, ..request };
+            let response = self.own_answer(&request, peer);
             exchange.respond(&response);
-            self.log_access(started, peer, &head, Some(response.status), None);
+            self.log_access(started, peer, &request, Some(response.status), None);
             return;
         }
         let topology = self.topology();

@@ -572,6 +572,16 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    /// Sends a finished answer now, unless the client has already sent more
+    /// (a pipelined request: its answer goes out with this one, as the
+    /// connection's loop would send them). Lets the caller tidy up after the
+    /// client has what it waits for.
+    pub fn deliver(&mut self) {
+        if matches!(self.answer, AnswerState::Done { .. }) && self.conn.input.is_empty() {
+            let _ = self.flush();
+        }
+    }
+
     /// Answers `101 Switching Protocols` with `head` (status line and
     /// headers, each ending in CRLF) and hands the connection over to a byte
     /// tunnel: returns the client socket and the bytes the client already

@@ -176,6 +176,20 @@ pub struct Upstream {
     pub input: InputBuffer,
     /// The read timeout set on the socket, to skip redundant system calls.
     read_timeout: Option<Duration>,
+    /// Whether the socket is non-blocking: parked in a pool, or just looked
+    /// at by [`Upstream::peek_now`]. The next send or wait makes it blocking.
+    nonblocking: bool,
+}
+
+/// What a look at a connection, without waiting and without reading, finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek {
+    /// Open, with nothing to read.
+    Quiet,
+    /// The server has sent bytes.
+    Data,
+    /// The server closed the connection, or it failed.
+    Closed,
 }
 
 impl Upstream {
@@ -189,11 +203,14 @@ impl Upstream {
             stream,
             input: InputBuffer::new(),
             read_timeout: None,
+            nonblocking: false,
         })
     }
 
-    /// Sets how long one read may wait (skipped when unchanged).
+    /// Sets how long one read may wait (skipped when unchanged). Every wait
+    /// for the server starts here, so this also makes the socket blocking.
     pub fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.set_blocking()?;
         let timeout = timeout.max(Duration::from_millis(1));
         if self.read_timeout != Some(timeout) {
             self.stream.set_read_timeout(Some(timeout))?;
@@ -258,8 +275,62 @@ impl Upstream {
     }
 
     /// Writes all of `bytes` to the server.
+    ///
+    /// On a socket left non-blocking (just taken from a pool) the first write
+    /// goes out as it is: a request head almost always fits the socket's
+    /// buffer, and the switch back to blocking then happens while the server
+    /// is already working on the request, not before.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        let mut rest = bytes;
+        if self.nonblocking {
+            match self.stream.write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            self.set_blocking()?;
+        }
+        self.stream.write_all(rest)
+    }
+
+    /// Looks at the connection without waiting or consuming anything. Leaves
+    /// the socket non-blocking, so that a look at a parked connection costs
+    /// one system call; the next send or wait makes it blocking again.
+    pub fn peek_now(&mut self) -> Peek {
+        if !self.nonblocking {
+            if self.stream.set_nonblocking(true).is_err() {
+                return Peek::Closed;
+            }
+            self.nonblocking = true;
+        }
+        match self.stream.peek(&mut [0u8; 1]) {
+            Ok(0) => Peek::Closed,
+            Ok(_) => Peek::Data,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Peek::Quiet,
+            Err(_) => Peek::Closed,
+        }
+    }
+
+    /// Makes the socket non-blocking while it idles (in a pool), so the
+    /// check before its reuse, [`Upstream::peek_now`], is one system call.
+    pub fn park(&mut self) -> io::Result<()> {
+        if !self.nonblocking {
+            self.stream.set_nonblocking(true)?;
+            self.nonblocking = true;
+        }
+        Ok(())
+    }
+
+    fn set_blocking(&mut self) -> io::Result<()> {
+        if self.nonblocking {
+            self.stream.set_nonblocking(false)?;
+            self.nonblocking = false;
+        }
+        Ok(())
     }
 
     /// Whether the connection can carry another exchange: nothing left
@@ -542,5 +613,60 @@ mod tests {
             error.to_string(),
             "the response's chunked body is malformed"
         );
+    }
+
+    #[test]
+    fn a_parked_connection_sends_all_of_a_large_write_and_then_waits_blocking() {
+        // 8 MiB is far beyond any socket buffer: the first, non-blocking
+        // write goes out only in part, and the rest must still follow.
+        const SIZE: usize = 8 * 1024 * 1024;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut received = 0;
+            let mut chunk = vec![0u8; 64 * 1024];
+            while received < SIZE {
+                let n = stream.read(&mut chunk).expect("read");
+                assert!(n > 0, "the client stopped after {received} bytes");
+                received += n;
+            }
+            stream
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .expect("answer");
+            received
+        });
+        let mut upstream = Upstream::connect(addr, WAIT).expect("connect");
+        upstream.park().expect("park");
+        assert_eq!(upstream.peek_now(), Peek::Quiet);
+        upstream.send(&vec![b'x'; SIZE]).expect("send");
+        // The answer comes only after the server read everything: a wait
+        // that is still non-blocking would fail at once instead.
+        let head = upstream.read_head(false, WAIT).expect("head");
+        assert_eq!(head.status, 204);
+        assert_eq!(server.join().expect("server"), SIZE);
+    }
+
+    #[test]
+    fn a_look_without_waiting_tells_quiet_from_data_from_closed() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut upstream = Upstream::connect(addr, WAIT).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        assert_eq!(upstream.peek_now(), Peek::Quiet);
+        server.write_all(b"H").expect("stray byte");
+        // Wait (blocking) for the byte on a clone, then look again.
+        let probe = upstream.stream.try_clone().expect("clone");
+        probe.set_nonblocking(false).expect("blocking");
+        assert_eq!(probe.peek(&mut [0u8; 1]).expect("peek"), 1);
+        assert_eq!(upstream.peek_now(), Peek::Data, "looking consumes nothing");
+        assert_eq!(upstream.peek_now(), Peek::Data);
+        drop(server);
+        let mut closed = Upstream::connect(addr, WAIT).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        drop(server);
+        let probe = closed.stream.try_clone().expect("clone");
+        assert_eq!(probe.peek(&mut [0u8; 1]).expect("eof"), 0);
+        assert_eq!(closed.peek_now(), Peek::Closed);
     }
 }

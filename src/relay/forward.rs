@@ -33,8 +33,8 @@ use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
 use crate::http::parse::{ResponseFraming, ResponseHead};
 use crate::http::upstream::{
-    length_framing, write_chunk, write_request_head, BodyReader, ReadError, RequestBody, Upstream,
-    BODY_READ_BYTES, LAST_CHUNK,
+    length_framing, write_chunk, write_request_head, BodyReader, Peek, ReadError, RequestBody,
+    Upstream, BODY_READ_BYTES, LAST_CHUNK,
 };
 use crate::http::{
     booking_id_in_path, has_token, Framing, Header, Request, Response, BODY_TIMEOUT,
@@ -443,6 +443,9 @@ fn attempt(
         }
     }
     exchange.end_answer();
+    // The client has its answer before the connection is parked for reuse,
+    // so parking costs the client no wait.
+    exchange.deliver();
     let reusable = sent_whole && !head.closes && !reader.until_close();
     if reusable && upstream.settle() {
         backend.pool.put(upstream);
@@ -530,13 +533,8 @@ fn is_timeout(error: &io::Error) -> bool {
     )
 }
 
-fn has_answered(upstream: &Upstream) -> bool {
-    if upstream.stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let answered = matches!(upstream.stream.peek(&mut [0u8; 1]), Ok(n) if n > 0);
-    let _ = upstream.stream.set_nonblocking(false);
-    answered
+fn has_answered(upstream: &mut Upstream) -> bool {
+    upstream.peek_now() == Peek::Data
 }
 
 fn encode_body(wire: &mut Vec<u8>, framing: RequestBody, data: &[u8]) {

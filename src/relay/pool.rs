@@ -12,15 +12,17 @@
 //! to the next client's request, and from then on every client would get the
 //! previous one's answer. Such a connection is dropped, never repaired
 //! (nginx's keepalive module closes a cached connection on any read event for
-//! the same reason).
+//! the same reason). Idle connections wait non-blocking, so that check is a
+//! single system call on the request's path; the switch back to blocking
+//! happens once the request is written, while the node is working on it.
 //!
 //! **Idle ones do not linger.** A connection idle for [`IDLE_TIMEOUT`] is
 //! closed, well before a node's own 15 s limit, so the relay never holds
 //! sockets the node has given up on (they would sit in `CLOSE-WAIT`).
 
-use crate::http::upstream::Upstream;
+use crate::http::upstream::{Peek, Upstream};
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -81,15 +83,21 @@ impl Pool {
                 }
                 newest
             };
-            if is_quiet(&idle.upstream.stream) {
-                return Some(idle.upstream);
+            let mut upstream = idle.upstream;
+            if upstream.peek_now() == Peek::Quiet {
+                return Some(upstream);
             }
             self.discarded.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Gives back a connection whose last exchange left it clean and open.
-    pub fn put(&self, upstream: Upstream) {
+    /// It idles non-blocking, so the check before its reuse is one peek (a
+    /// connection that cannot be switched is closed instead).
+    pub fn put(&self, mut upstream: Upstream) {
+        if upstream.park().is_err() {
+            return;
+        }
         let mut idle = self.idle();
         if idle.len() < MAX_IDLE_PER_NODE {
             idle.push(Idle {
@@ -134,20 +142,6 @@ impl Pool {
     pub fn clear(&self) {
         self.idle().clear();
     }
-}
-
-/// Whether an idle connection is open and has nothing to read: a
-/// non-blocking peek that would block. Data (stray bytes), end of file (the
-/// node closed it) or an error all mean it must not be reused.
-fn is_quiet(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let quiet = matches!(
-        stream.peek(&mut [0u8; 1]),
-        Err(ref e) if e.kind() == io::ErrorKind::WouldBlock
-    );
-    stream.set_nonblocking(false).is_ok() && quiet
 }
 
 #[cfg(test)]

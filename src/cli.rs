@@ -61,7 +61,9 @@ pub struct RelayConfig {
     /// reads it into `admin_token` (and [`crate::launch::start_relay`] does if
     /// nobody did).
     pub admin_token_file: Option<PathBuf>,
-    pub max_connections: usize,
+    /// `None`: what the descriptor limit allows, at most 4096
+    /// ([`crate::relay::RelayServer::max_connections`]).
+    pub max_connections: Option<usize>,
 }
 
 impl Default for RelayConfig {
@@ -84,7 +86,7 @@ impl Default for RelayConfig {
             access_log: false,
             admin_token: None,
             admin_token_file: None,
-            max_connections: crate::http::server::DEFAULT_MAX_CONNECTIONS,
+            max_connections: None,
         }
     }
 }
@@ -162,7 +164,9 @@ Options:
                            not from web pages of other sites
   --admin-token TOKEN      the same token given inline (visible to other users in 'ps';
                            prefer the file or BOOKRELAY_ADMIN_TOKEN)
-  --max-connections N      concurrent client connections; beyond, 503 and close [default: 4096]
+  --max-connections N      concurrent client connections; at the limit the oldest idle one is
+                           closed to make room, and if none is idle the newcomer gets 503
+                           [default: 4096, or what the open-files limit allows]
   -h, --help               this text
   -V, --version            the version
 
@@ -273,7 +277,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 if n == 0 {
                     return Err(Error("--max-connections must be at least 1".into()));
                 }
-                config.max_connections = n as usize;
+                config.max_connections = Some(n as usize);
             }
             "--admin-token" => {
                 let token = options.value(&option)?;
@@ -584,7 +588,7 @@ mod tests {
         assert_eq!(config.health_interval, Duration::from_millis(250));
         assert!(config.access_log);
         assert_eq!(config.admin_token.as_deref(), Some("s3cret"));
-        assert_eq!(config.max_connections, 100);
+        assert_eq!(config.max_connections, Some(100));
     }
 
     #[test]

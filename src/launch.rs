@@ -185,8 +185,28 @@ pub fn run_relay(config: &RelayConfig) -> Result<(), LaunchError> {
         topology.balancer.name()
     );
     drop(topology);
+    if let (allowed, Some(limit)) = crate::relay::connection_limit(config) {
+        println!("{}", descriptor_notice(allowed, limit));
+    }
     relay.wait();
     Ok(())
+}
+
+/// What the start-up says when the open-files limit, not the default, sets
+/// how many clients the relay takes.
+fn descriptor_notice(allowed: usize, limit: crate::limits::OpenFilesLimit) -> String {
+    let soft = limit
+        .soft
+        .map_or("unlimited".to_string(), |n| n.to_string());
+    let raise = match limit.hard {
+        Some(hard) => format!("'ulimit -n {hard}'"),
+        None => "'ulimit -n 65536'".to_string(),
+    };
+    format!(
+        "at most {allowed} client connections: the limit of {soft} open files allows no more \
+         (run {raise} before starting the relay to allow up to {})",
+        crate::http::server::DEFAULT_MAX_CONNECTIONS
+    )
 }
 
 /// `:PORT` means loopback: the relay is reachable from this machine only
@@ -208,6 +228,21 @@ mod tests {
         resolve_admin_token(&mut config, env.map(OsString::from))
             .map(|()| config.admin_token)
             .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn a_binding_descriptor_limit_is_told_with_the_way_to_raise_it() {
+        let limit = crate::limits::OpenFilesLimit {
+            soft: Some(1024),
+            hard: Some(524288),
+        };
+        let notice = descriptor_notice(320, limit);
+        assert!(
+            notice.starts_with("at most 320 client connections"),
+            "{notice}"
+        );
+        assert!(notice.contains("limit of 1024 open files"), "{notice}");
+        assert!(notice.contains("'ulimit -n 524288'"), "{notice}");
     }
 
     #[test]

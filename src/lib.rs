@@ -27,6 +27,7 @@
 //! | [`balancer`] | the six node-selection strategies (pure) |
 //! | [`dashboard`] | the live HTML page at `/_relay/` |
 //! | [`json`], [`rand`], [`names`], [`sample`] | small pure helpers |
+//! | [`limits`] | how many clients the open-files limit allows |
 //! | [`temp_dir`] | self-removing directories for tests and examples |
 
 pub mod balancer;
@@ -38,6 +39,7 @@ pub mod dashboard;
 pub mod http;
 pub mod json;
 pub mod launch;
+pub mod limits;
 pub mod names;
 pub mod node;
 pub mod rand;

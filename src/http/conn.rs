@@ -19,10 +19,12 @@ use super::parse::{parse_request_head, Status};
 use super::write::{write_response, CONTINUE};
 use super::{
     Error, Framing, Request, Response, Version, BODY_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT,
-    MAX_BODY_BYTES,
+    MAX_BODY_BYTES, MIN_BODY_BYTES_PER_SEC,
 };
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Answers queued for a client that pipelines without reading are written out
@@ -82,10 +84,63 @@ pub trait Handler {
     }
 }
 
-/// Serves requests on `stream` until the client closes, asks to close, times
-/// out, or sends something that loses the framing. Returns when the socket is
-/// done with; never panics on client input.
-pub fn serve<H: Handler + ?Sized>(stream: TcpStream, handler: &H) {
+/// A client connection as its server tracks it: the socket (the only
+/// descriptor it costs; whoever must cut it shares this one), and whether it
+/// is waiting for a request of which nothing has arrived yet, an idle
+/// keep-alive connection or a new one that has sent nothing. A server at its
+/// limit closes such a connection to make room for a new client.
+#[derive(Debug)]
+pub struct Client {
+    pub stream: TcpStream,
+    state: AtomicU8,
+}
+
+/// [`Client`] states: reading or answering a request.
+const BUSY: u8 = 0;
+/// Waiting for a request of which nothing has arrived (how it starts).
+const WAITING: u8 = 1;
+/// Taken away by the server while waiting: nothing more is served.
+const CLAIMED: u8 = 2;
+
+impl Client {
+    /// A connection just accepted: waiting for its first request.
+    pub fn new(stream: TcpStream) -> Client {
+        Client {
+            stream,
+            state: AtomicU8::new(WAITING),
+        }
+    }
+
+    /// Whether it waits for a request of which nothing has arrived.
+    pub fn is_waiting(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == WAITING
+    }
+
+    /// Takes the connection away from its loop if it is waiting for a
+    /// request: true means the loop will serve nothing more on it (a request
+    /// that arrives at this moment is dropped unanswered, like one that meets
+    /// an idle timeout), so the caller may cut it. False: it is busy.
+    pub fn claim_if_waiting(&self) -> bool {
+        self.move_state(WAITING, CLAIMED)
+    }
+
+    fn move_state(&self, from: u8, to: u8) -> bool {
+        self.state
+            .compare_exchange(from, to, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+
+    fn is_claimed(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == CLAIMED
+    }
+}
+
+/// Serves requests on `client` until it closes, asks to close, times out,
+/// sends something that loses the framing, or is claimed while waiting
+/// ([`Client::claim_if_waiting`]). Returns when the socket is done with;
+/// never panics on client input.
+pub fn serve<H: Handler + ?Sized>(client: Arc<Client>, handler: &H) {
+    let stream = &client.stream;
     let Ok(peer) = stream.peer_addr() else {
         return;
     };
@@ -93,7 +148,7 @@ pub fn serve<H: Handler + ?Sized>(stream: TcpStream, handler: &H) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
     let mut conn = Connection {
-        stream,
+        client,
         input: InputBuffer::new(),
         output: Vec::new(),
         read_timeout: None,
@@ -102,16 +157,34 @@ pub fn serve<H: Handler + ?Sized>(stream: TcpStream, handler: &H) {
 }
 
 struct Connection {
-    stream: TcpStream,
+    client: Arc<Client>,
     input: InputBuffer,
     output: Vec<u8>,
     /// The read timeout currently set on the socket, to skip redundant syscalls.
     read_timeout: Option<Duration>,
 }
 
+/// How much longer a request body may take, and the error if it runs out:
+/// [`BODY_TIMEOUT`] of silence at most, and on the whole [`BODY_TIMEOUT`]
+/// plus a second per [`MIN_BODY_BYTES_PER_SEC`] bytes `received` since the
+/// first wait (`waited` ago).
+fn body_time_left(received: u64, waited: Duration, silent: Duration) -> (Duration, Error) {
+    let silence_left = BODY_TIMEOUT.saturating_sub(silent);
+    let earned =
+        BODY_TIMEOUT + Duration::from_secs_f64(received as f64 / MIN_BODY_BYTES_PER_SEC as f64);
+    let rate_left = earned.saturating_sub(waited);
+    if rate_left < silence_left {
+        (rate_left, Error::BodyTooSlow)
+    } else {
+        (silence_left, Error::BodyTimeout)
+    }
+}
+
 /// How a wait for more input ended.
 enum Fill {
     Data,
+    /// The server took the waiting connection away to close it.
+    Claimed,
     Eof,
     TimedOut,
     Failed,
@@ -124,17 +197,19 @@ impl Connection {
             let (request, used) = match parse_request_head(self.input.data()) {
                 Ok(Status::Complete(parsed)) => parsed,
                 Ok(Status::Partial) => {
-                    let timeout = if self.input.is_empty() {
-                        IDLE_TIMEOUT
+                    let filled = if self.input.is_empty() {
+                        self.await_request(IDLE_TIMEOUT)
                     } else {
                         let started = *head_started.get_or_insert_with(Instant::now);
                         match HEAD_TIMEOUT.checked_sub(started.elapsed()) {
-                            Some(left) if !left.is_zero() => left,
+                            Some(left) if !left.is_zero() => self.fill(left),
                             _ => return self.fail(handler, Error::HeadTimeout),
                         }
                     };
-                    match self.fill(timeout) {
+                    match filled {
                         Fill::Data => continue,
+                        // Closed by the server to make room: nothing is owed.
+                        Fill::Claimed => return,
                         Fill::TimedOut if !self.input.is_empty() => {
                             return self.fail(handler, Error::HeadTimeout)
                         }
@@ -184,7 +259,7 @@ impl Connection {
                 // never padded or followed by another answer.
                 Ending::Truncated => {
                     self.flush();
-                    let _ = self.stream.shutdown(Shutdown::Both);
+                    let _ = self.client.stream.shutdown(Shutdown::Both);
                     return;
                 }
                 Ending::ClientGone | Ending::Upgraded => return,
@@ -195,18 +270,36 @@ impl Connection {
         }
     }
 
+    /// Like [`Connection::fill`] while nothing of the next request has
+    /// arrived: meanwhile the server may claim the connection to close it
+    /// (at its limit), and then nothing more is served on it.
+    fn await_request(&mut self, timeout: Duration) -> Fill {
+        if !self.flush() {
+            return Fill::Failed;
+        }
+        // Busy → waiting (a new connection starts out waiting).
+        if !self.client.move_state(BUSY, WAITING) && self.client.is_claimed() {
+            return Fill::Claimed;
+        }
+        let filled = self.fill(timeout);
+        if !self.client.move_state(WAITING, BUSY) {
+            return Fill::Claimed;
+        }
+        filled
+    }
+
     /// Flushes queued answers, then reads more input within `timeout`.
     fn fill(&mut self, timeout: Duration) -> Fill {
         if !self.flush() {
             return Fill::Failed;
         }
         if self.read_timeout != Some(timeout) {
-            if self.stream.set_read_timeout(Some(timeout)).is_err() {
+            if self.client.stream.set_read_timeout(Some(timeout)).is_err() {
                 return Fill::Failed;
             }
             self.read_timeout = Some(timeout);
         }
-        match self.input.read_from(&mut self.stream) {
+        match self.input.read_from(&mut &self.client.stream) {
             Ok(0) => Fill::Eof,
             Ok(_) => Fill::Data,
             Err(e) if is_timeout(&e) => Fill::TimedOut,
@@ -219,7 +312,7 @@ impl Connection {
         if self.output.is_empty() {
             return true;
         }
-        let ok = self.stream.write_all(&self.output).is_ok();
+        let ok = (&self.client.stream).write_all(&self.output).is_ok();
         self.output.clear();
         if self.output.capacity() > 2 * STREAM_FLUSH_BYTES {
             self.output = Vec::new();
@@ -259,17 +352,22 @@ impl Connection {
         if !self.flush() {
             return;
         }
-        if self.stream.shutdown(Shutdown::Write).is_err() {
+        if self.client.stream.shutdown(Shutdown::Write).is_err() {
             return;
         }
-        if self.stream.set_read_timeout(Some(LINGER_TIMEOUT)).is_err() {
+        if self
+            .client
+            .stream
+            .set_read_timeout(Some(LINGER_TIMEOUT))
+            .is_err()
+        {
             return;
         }
         let deadline = Instant::now() + LINGER_TIMEOUT;
         let mut drained = 0;
         let mut scratch = [0u8; 4096];
         while drained < LINGER_MAX_BYTES && Instant::now() < deadline {
-            match self.stream.read(&mut scratch) {
+            match (&self.client.stream).read(&mut scratch) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }
@@ -294,6 +392,10 @@ pub struct Exchange<'a> {
     body_error: Option<Error>,
     /// Since when the client has sent no body byte we waited for.
     silent_since: Option<Instant>,
+    /// When the relay first had to wait for the body, and the body bytes
+    /// handed out so far: together they bound how slowly it may arrive.
+    body_waited_from: Option<Instant>,
+    body_received: u64,
     client_gone: bool,
     upgraded: bool,
 }
@@ -366,6 +468,8 @@ impl<'a> Exchange<'a> {
             answer: AnswerState::None,
             body_error: None,
             silent_since: None,
+            body_waited_from: None,
+            body_received: 0,
             client_gone: false,
             upgraded: false,
         }
@@ -385,7 +489,8 @@ impl<'a> Exchange<'a> {
     /// The next piece of the request body, waiting at most `wait` for it
     /// ([`Piece::Pending`] if none came; `Duration::ZERO`: only what is
     /// already buffered). `None`: the body cannot be read (a framing error,
-    /// [`BODY_TIMEOUT`] of silence in all, or the client left); the handler
+    /// [`BODY_TIMEOUT`] of silence in all, slower on average than
+    /// [`MIN_BODY_BYTES_PER_SEC`] allows, or the client left); the handler
     /// should give up, and the connection answers or closes.
     pub fn body_piece(&mut self, wait: Duration) -> Option<Piece<'_>> {
         let conn = &mut *self.conn;
@@ -393,6 +498,7 @@ impl<'a> Exchange<'a> {
             match self.body.next(&mut conn.input) {
                 Ok(Step::Data(n)) => {
                     self.silent_since = None;
+                    self.body_received += n as u64;
                     return Some(Piece::Data(&conn.input.data()[..n]));
                 }
                 Ok(Step::End) => return Some(Piece::End),
@@ -405,19 +511,22 @@ impl<'a> Exchange<'a> {
             if wait.is_zero() {
                 return Some(Piece::Pending);
             }
-            let silent = self.silent_since.get_or_insert_with(Instant::now).elapsed();
-            let Some(left) = BODY_TIMEOUT.checked_sub(silent).filter(|l| !l.is_zero()) else {
-                self.body_error = Some(Error::BodyTimeout);
+            let now = Instant::now();
+            let silent = now.duration_since(*self.silent_since.get_or_insert(now));
+            let waited = now.duration_since(*self.body_waited_from.get_or_insert(now));
+            let (left, limit) = body_time_left(self.body_received, waited, silent);
+            if left.is_zero() {
+                self.body_error = Some(limit);
                 return None;
-            };
+            }
             match conn.fill(wait.min(left)) {
                 Fill::Data => {}
                 Fill::TimedOut if wait < left => return Some(Piece::Pending),
                 Fill::TimedOut => {
-                    self.body_error = Some(Error::BodyTimeout);
+                    self.body_error = Some(limit);
                     return None;
                 }
-                Fill::Eof | Fill::Failed => {
+                Fill::Eof | Fill::Failed | Fill::Claimed => {
                     self.client_gone = true;
                     return None;
                 }
@@ -532,7 +641,7 @@ impl<'a> Exchange<'a> {
             self.conn.output.extend_from_slice(data);
         } else {
             self.flush()?;
-            if let Err(error) = self.conn.stream.write_all(data) {
+            if let Err(error) = (&self.conn.client.stream).write_all(data) {
                 self.client_gone = true;
                 return Err(error);
             }
@@ -598,7 +707,7 @@ impl<'a> Exchange<'a> {
         self.body.release(&mut self.conn.input);
         let early = self.conn.input.data().to_vec();
         self.conn.input.consume(early.len());
-        Ok((&self.conn.stream, early))
+        Ok((&self.conn.client.stream, early))
     }
 
     fn ending(&self) -> Ending {
@@ -625,4 +734,33 @@ fn is_timeout(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_body_may_fall_silent_for_the_body_timeout_at_most() {
+        let (left, why) = body_time_left(0, Duration::ZERO, Duration::ZERO);
+        assert_eq!((left, why), (BODY_TIMEOUT, Error::BodyTimeout));
+        // Plenty of credit from bytes received: silence is what bounds it.
+        let (left, why) = body_time_left(1024 * 1024, 20 * SEC, 4 * SEC);
+        assert_eq!((left, why), (BODY_TIMEOUT - 4 * SEC, Error::BodyTimeout));
+    }
+
+    #[test]
+    fn a_trickled_body_runs_out_of_time_though_never_silent_for_long() {
+        // A byte every 8 s: never 10 s silent, but 2 bytes earn nothing.
+        let (left, why) = body_time_left(2, 10 * SEC, SEC);
+        assert!(left < SEC / 100, "{left:?}");
+        assert_eq!(why, Error::BodyTooSlow);
+        // At the minimum rate exactly, a body always keeps its 10 s ahead.
+        let (left, why) = body_time_left(60 * MIN_BODY_BYTES_PER_SEC, 60 * SEC, Duration::ZERO);
+        assert_eq!((left, why), (BODY_TIMEOUT, Error::BodyTimeout));
+        let (left, why) = body_time_left(30 * MIN_BODY_BYTES_PER_SEC, 35 * SEC, Duration::ZERO);
+        assert_eq!((left, why), (5 * SEC, Error::BodyTooSlow));
+    }
 }

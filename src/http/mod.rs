@@ -47,6 +47,13 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest silence while a body is being received.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The slowest a request body may arrive on average: a body gets
+/// [`BODY_TIMEOUT`] plus one second for each this many bytes received, so a
+/// client trickling a byte now and then (never silent for long) cannot hold
+/// its connection for as long as it likes (Apache's `MinRate`). At this rate
+/// a 1 MiB body has 74 s.
+pub const MIN_BODY_BYTES_PER_SEC: u64 = 16 * 1024;
+
 /// HTTP versions we speak. Anything else is answered 505.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
@@ -206,6 +213,8 @@ pub enum Error {
     },
     HeadTimeout,
     BodyTimeout,
+    /// The body arrived slower than [`MIN_BODY_BYTES_PER_SEC`] allows.
+    BodyTooSlow,
     /// More than one `Host` header (RFC 9112 §3.2).
     DuplicateHost,
     /// A response (from a node) whose status line is not HTTP/1.x NNN.
@@ -218,7 +227,7 @@ impl Error {
             Error::Version => 505,
             Error::HeadTooLarge | Error::TooManyHeaders => 431,
             Error::BodyTooLarge { .. } => 413,
-            Error::HeadTimeout | Error::BodyTimeout => 408,
+            Error::HeadTimeout | Error::BodyTimeout | Error::BodyTooSlow => 408,
             Error::StatusLine => 502,
             _ => 400,
         }
@@ -267,6 +276,15 @@ impl Error {
                 return format!(
                     "the request head did not arrive within {} seconds",
                     HEAD_TIMEOUT.as_secs()
+                )
+                .into()
+            }
+            Error::BodyTooSlow => {
+                return format!(
+                    "the request body arrived too slowly (it may take {} seconds plus one \
+                     second per {} received)",
+                    BODY_TIMEOUT.as_secs(),
+                    human_bytes(MIN_BODY_BYTES_PER_SEC)
                 )
                 .into()
             }

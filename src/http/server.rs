@@ -16,15 +16,20 @@
 //! closes and every open connection is cut. The node simulator relies on it.
 //!
 //! **Limits.** At most [`ServerOptions::max_connections`] client connections
-//! are open at once; the next one is answered `503` at once and closed, so a
+//! are open at once. At the limit, a connection waiting for a request of
+//! which nothing has arrived (an idle keep-alive one, or one that connected
+//! and sent nothing) is closed to make room, the oldest first: holding a slot
+//! with silence costs an attacker nothing, so silence is what goes first
+//! (nginx reuses "reusable" connections the same way). Only when every
+//! connection is busy is the next one answered `503` at once and closed, so a
 //! connection flood costs a bounded number of threads and never a hang. A
 //! panic while serving one connection ends that connection only, is logged,
 //! and is counted in [`ServerCounters`].
 
-use super::conn::{self, Handler};
+use super::conn::{self, Client, Handler};
 use super::write::write_response;
 use super::{Response, Version};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -53,6 +58,8 @@ pub struct ServerCounters {
     pub accepted: AtomicU64,
     /// Connections refused with 503 because the limit was reached.
     pub refused: AtomicU64,
+    /// Waiting connections closed to make room for a new one at the limit.
+    pub shed: AtomicU64,
     /// Connections whose handler panicked (each ended only that connection).
     pub panics: AtomicU64,
 }
@@ -73,10 +80,12 @@ pub const WORKER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 struct Shared {
     options: ServerOptions,
     stopping: AtomicBool,
-    /// A clone of every connection being served, so a kill can cut them all.
-    connections: Mutex<HashMap<u64, TcpStream>>,
+    /// Every connection being served, oldest first, so that a kill can cut
+    /// them all and a full server can close the oldest waiting one.
+    connections: Mutex<BTreeMap<u64, Arc<Client>>>,
     next_connection: AtomicU64,
-    /// Connections accepted and not yet finished (queued or being served).
+    /// Connections accepted and not yet finished (queued or being served),
+    /// less those shed (closed to make room, on their way out).
     open: AtomicUsize,
     queue: Mutex<Queue>,
     /// Signals a waiting worker that a connection was queued.
@@ -84,15 +93,18 @@ struct Shared {
     counters: Arc<ServerCounters>,
 }
 
+/// A connection as the acceptor registered it.
+type Registered = (u64, Arc<Client>);
+
 /// Connections handed off by the acceptor, and the workers waiting for them.
 #[derive(Default)]
 struct Queue {
-    waiting: VecDeque<TcpStream>,
+    waiting: VecDeque<Registered>,
     idle_workers: usize,
 }
 
 impl Shared {
-    fn connections(&self) -> MutexGuard<'_, HashMap<u64, TcpStream>> {
+    fn connections(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<Client>>> {
         self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -115,7 +127,7 @@ impl Server {
         let shared = Arc::new(Shared {
             options,
             stopping: AtomicBool::new(false),
-            connections: Mutex::new(HashMap::new()),
+            connections: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
@@ -148,6 +160,16 @@ impl Server {
         self.shared.queue().idle_workers
     }
 
+    /// Client connections waiting for a request of which nothing has
+    /// arrived (idle keep-alive ones, and new ones that sent nothing yet).
+    pub fn waiting_connections(&self) -> usize {
+        self.shared
+            .connections()
+            .values()
+            .filter(|client| client.is_waiting())
+            .count()
+    }
+
     /// Client connections currently open.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
@@ -164,12 +186,16 @@ impl Server {
         // dropping the listener.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         let _ = acceptor.join();
-        for stream in self.shared.queue().waiting.drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
+        let queued: Vec<Registered> = self.shared.queue().waiting.drain(..).collect();
+        for (id, client) in queued {
+            let _ = client.stream.shutdown(Shutdown::Both);
+            unregister(id, &self.shared);
         }
         self.shared.work.notify_all();
-        for (_, stream) in self.shared.connections().drain() {
-            let _ = stream.shutdown(Shutdown::Both);
+        // Queued or served, every connection is registered; each one's
+        // thread unregisters it as it ends.
+        for client in self.shared.connections().values() {
+            let _ = client.stream.shutdown(Shutdown::Both);
         }
     }
 
@@ -218,15 +244,46 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
-        if shared.open.load(Ordering::SeqCst) >= shared.options.max_connections {
+        if shared.open.load(Ordering::SeqCst) >= shared.options.max_connections
+            && !shed_oldest_waiting(shared)
+        {
             shared.counters.refused.fetch_add(1, Ordering::Relaxed);
             refuse_overloaded(stream, shared.options.max_connections);
             continue;
         }
         shared.open.fetch_add(1, Ordering::SeqCst);
         shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        dispatch(stream, handler, shared);
+        // Registered at once: a connection not yet picked up by a worker is
+        // waiting for its first request too, and may be shed like any.
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        let client = Arc::new(Client::new(stream));
+        shared.connections().insert(id, Arc::clone(&client));
+        dispatch((id, client), handler, shared);
     }
+}
+
+/// Closes the oldest connection that is waiting for a request, making room
+/// for one more; false if every connection is busy. The shed connection no
+/// longer counts as open from here on (its thread, on its way out, leaves
+/// the count alone).
+fn shed_oldest_waiting(shared: &Shared) -> bool {
+    let shed = {
+        let mut connections = shared.connections();
+        let Some(id) = connections
+            .iter()
+            .find(|(_, client)| client.claim_if_waiting())
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        connections.remove(&id)
+    };
+    if let Some(client) = shed {
+        let _ = client.stream.shutdown(Shutdown::Both);
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+        shared.counters.shed.fetch_add(1, Ordering::Relaxed);
+    }
+    true
 }
 
 /// Hands a new connection to an idle worker, or to a new one if none is
@@ -234,7 +291,7 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
 /// listen backlog (128 in std, which cannot be raised without FFI) even when
 /// hundreds of clients connect at once.
 fn dispatch<H: Handler + Send + Sync + 'static>(
-    stream: TcpStream,
+    connection: Registered,
     handler: &Arc<H>,
     shared: &Arc<Shared>,
 ) {
@@ -242,43 +299,44 @@ fn dispatch<H: Handler + Send + Sync + 'static>(
         let mut queue = shared.queue();
         // Only queue what a waiting worker is sure to take.
         if queue.idle_workers > queue.waiting.len() {
-            queue.waiting.push_back(stream);
+            queue.waiting.push_back(connection);
             drop(queue);
             shared.work.notify_one();
             return;
         }
     }
+    let id = connection.0;
     let handler = Arc::clone(handler);
     let worker_shared = Arc::clone(shared);
     let spawned = thread::Builder::new()
         .name(format!("{}-conn", shared.options.label))
         .stack_size(shared.options.stack_bytes)
-        .spawn(move || work(stream, &*handler, &worker_shared));
+        .spawn(move || work(connection, &*handler, &worker_shared));
     if spawned.is_err() {
         // No thread to be had: the client is refused (its socket closed with
-        // the failed closure) rather than queued.
-        shared.open.fetch_sub(1, Ordering::SeqCst);
+        // the failed closure and its registration) rather than queued.
+        unregister(id, shared);
     }
 }
 
 /// A worker: serves its first connection, then whatever is handed to it,
 /// until it has been idle for [`WORKER_IDLE_TIMEOUT`] or the server stops.
-fn work<H: Handler>(first: TcpStream, handler: &H, shared: &Shared) {
+fn work<H: Handler>(first: Registered, handler: &H, shared: &Shared) {
     let mut next = Some(first);
-    while let Some(stream) = next.take() {
-        serve_registered(stream, handler, shared);
+    while let Some(connection) = next.take() {
+        serve_registered(connection, handler, shared);
         next = wait_for_work(shared);
     }
 }
 
-fn wait_for_work(shared: &Shared) -> Option<TcpStream> {
+fn wait_for_work(shared: &Shared) -> Option<Registered> {
     let mut queue = shared.queue();
     loop {
         if shared.stopping.load(Ordering::SeqCst) {
             return None;
         }
-        if let Some(stream) = queue.waiting.pop_front() {
-            return Some(stream);
+        if let Some(connection) = queue.waiting.pop_front() {
+            return Some(connection);
         }
         queue.idle_workers += 1;
         let (woken, timeout) = shared
@@ -293,25 +351,30 @@ fn wait_for_work(shared: &Shared) -> Option<TcpStream> {
     }
 }
 
-/// Serves one connection, registered so that a kill can cut it.
-fn serve_registered<H: Handler>(stream: TcpStream, handler: &H, shared: &Shared) {
-    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-    if let Ok(clone) = stream.try_clone() {
-        shared.connections().insert(id, clone);
-    }
+/// Serves one registered connection (a kill can cut it, a full server can
+/// shed it while it waits), then unregisters it.
+fn serve_registered<H: Handler>(connection: Registered, handler: &H, shared: &Shared) {
+    let (id, client) = connection;
     // A kill sets the flag before it cuts the registered connections, so a
     // connection registered after that sees the flag here.
     if !shared.stopping.load(Ordering::SeqCst) {
-        serve_guarded(stream, handler, shared);
+        serve_guarded(client, handler, shared);
     }
-    shared.connections().remove(&id);
-    shared.open.fetch_sub(1, Ordering::SeqCst);
+    unregister(id, shared);
+}
+
+/// Forgets a finished connection. One that was shed is gone already, and
+/// was uncounted then.
+fn unregister(id: u64, shared: &Shared) {
+    if shared.connections().remove(&id).is_some() {
+        shared.open.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Serves one connection; a panic in it ends that connection only.
-fn serve_guarded<H: Handler>(stream: TcpStream, handler: &H, shared: &Shared) {
+fn serve_guarded<H: Handler>(client: Arc<Client>, handler: &H, shared: &Shared) {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        conn::serve(stream, handler);
+        conn::serve(client, handler);
     }));
     if outcome.is_err() {
         shared.counters.panics.fetch_add(1, Ordering::Relaxed);
@@ -348,6 +411,7 @@ mod tests {
     use super::*;
     use crate::http::{Request, Response};
     use std::io::Read;
+    use std::sync::mpsc;
 
     /// Answers with the id of the thread that served the request.
     struct WhichThread;
@@ -358,14 +422,71 @@ mod tests {
         }
     }
 
+    /// Holds each request until the test lets it go, saying when one arrived.
+    struct Held {
+        arrived: Mutex<mpsc::Sender<()>>,
+        release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl Handler for Held {
+        fn handle(&self, _request: Request, _peer: SocketAddr) -> Response {
+            let _ = self.arrived.lock().expect("lock").send(());
+            let _ = self.release.lock().expect("lock").recv();
+            Response::new(200)
+        }
+    }
+
     fn start(max_connections: usize) -> Server {
+        start_with(WhichThread, max_connections)
+    }
+
+    fn start_with<H: Handler + Send + Sync + 'static>(
+        handler: H,
+        max_connections: usize,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let options = ServerOptions {
             label: "test".into(),
             stack_bytes: 128 * 1024,
             max_connections,
         };
-        Server::start(listener, Arc::new(WhichThread), options, Arc::default()).expect("start")
+        Server::start(listener, Arc::new(handler), options, Arc::default()).expect("start")
+    }
+
+    /// Sends a keep-alive GET on `stream` and reads its whole answer.
+    fn keep_alive_get(stream: &mut TcpStream) -> String {
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+        let mut input = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "closed before the answer was complete");
+            input.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&input).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .expect("length")
+                    .parse()
+                    .expect("number");
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// Waits (yielding) until `count` connections wait for a request.
+    fn until_waiting(server: &Server, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while server.waiting_connections() != count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never {count} waiting"
+            );
+            thread::yield_now();
+        }
     }
 
     fn close_request(addr: SocketAddr) -> String {
@@ -396,6 +517,53 @@ mod tests {
             threads.len()
         );
         assert_eq!(server.counters().accepted.load(Ordering::SeqCst), 20);
+    }
+
+    #[test]
+    fn at_the_limit_the_oldest_waiting_connection_makes_room() {
+        let server = start(2);
+        let mut oldest = TcpStream::connect(server.addr()).expect("connect");
+        assert!(keep_alive_get(&mut oldest).starts_with("HTTP/1.1 200"));
+        until_waiting(&server, 1);
+        let mut newer = TcpStream::connect(server.addr()).expect("connect");
+        assert!(keep_alive_get(&mut newer).starts_with("HTTP/1.1 200"));
+        until_waiting(&server, 2);
+
+        // A third client is served, not refused: the oldest idle one goes.
+        let answer = close_request(server.addr());
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let mut rest = Vec::new();
+        oldest.read_to_end(&mut rest).expect("closed cleanly");
+        assert!(rest.is_empty(), "nothing more was sent to the shed client");
+        assert!(keep_alive_get(&mut newer).starts_with("HTTP/1.1 200"));
+        assert_eq!(server.counters().shed.load(Ordering::SeqCst), 1);
+        assert_eq!(server.counters().refused.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn at_the_limit_with_every_connection_busy_the_next_gets_503() {
+        let (arrived, arrivals) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let held = Held {
+            arrived: Mutex::new(arrived),
+            release: Mutex::new(released),
+        };
+        let server = start_with(held, 1);
+        let mut busy = TcpStream::connect(server.addr()).expect("connect");
+        busy.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+        arrivals.recv().expect("the request reached the handler");
+
+        let answer = close_request(server.addr());
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("limit of 1 open connections"), "{answer}");
+        release.send(()).expect("release");
+        let mut chunk = [0u8; 256];
+        let n = busy.read(&mut chunk).expect("answer");
+        assert!(
+            chunk[..n].starts_with(b"HTTP/1.1 200"),
+            "the busy one is not cut"
+        );
+        assert_eq!(server.counters().shed.load(Ordering::SeqCst), 0);
     }
 
     #[test]

@@ -481,6 +481,11 @@ pub fn connection_metrics(counters: &ServerCounters) -> String {
             &counters.refused,
         ),
         (
+            "bookrelay_client_connections_shed_total",
+            "Waiting client connections (idle, or silent since connecting) closed to make room at the connection limit.",
+            &counters.shed,
+        ),
+        (
             "bookrelay_connection_panics_total",
             "Client connections whose handler panicked; each ended only that connection.",
             &counters.panics,
@@ -571,6 +576,7 @@ mod tests {
         assert!(text.contains("# TYPE bookrelay_connection_panics_total counter\n"));
         assert!(text.contains("bookrelay_connection_panics_total 2\n"));
         assert!(text.contains("bookrelay_client_connections_refused_total 0\n"));
+        assert!(text.contains("bookrelay_client_connections_shed_total 0\n"));
     }
 
     #[test]

@@ -28,6 +28,7 @@
 //! ([`super::tunnel`]). `CONNECT` never gets here (the relay answers 501).
 
 use super::backend::{Backend, Topology};
+use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
@@ -56,6 +57,10 @@ pub const REPLAY_BYTES: usize = 64 * 1024;
 /// While a client is slow to send its body, how often the relay looks
 /// whether the node has already answered (an early 413 or 401).
 const EARLY_ANSWER_POLL: Duration = Duration::from_millis(50);
+
+/// Relay-local failures (out of descriptors or ports) are logged at most
+/// once a second.
+static LOCAL_FAILURES: RateLimitedLog = RateLimitedLog::new(Duration::from_secs(1));
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1);
 /// they are not forwarded in either direction. Framing headers are written
@@ -264,7 +269,18 @@ pub fn forward(
             // The client's fault, not the node's: nothing to count or retry.
             return answer_failure(exchange, failure, Some(Arc::clone(backend)));
         }
-        backend.failures.fetch_add(1, Ordering::Relaxed);
+        if let Failure::Local(error) = &failure {
+            // The relay's own trouble: not the node's failure, and told at
+            // most once a second, since then every request meets it.
+            LOCAL_FAILURES.write(|| {
+                format!(
+                    "relay: cannot open a connection to {}: {error}",
+                    backend.addr
+                )
+            });
+        } else {
+            backend.failures.fetch_add(1, Ordering::Relaxed);
+        }
         if failure.marks_down() && backend.health.mark_down() {
             eprintln!(
                 "relay: node {} at {} is down ({})",
@@ -275,12 +291,6 @@ pub fn forward(
         }
         if failure.marks_down() {
             backend.pool.clear();
-        }
-        if let Failure::Local(error) = &failure {
-            eprintln!(
-                "relay: cannot open a connection to {}: {error}",
-                backend.addr
-            );
         }
         if !out.may_retry(&failure) {
             return answer_failure(exchange, failure, Some(Arc::clone(backend)));

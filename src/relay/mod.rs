@@ -15,13 +15,15 @@ pub mod control;
 pub mod forward;
 pub mod health;
 pub mod pool;
+pub mod rate_limited_log;
 pub mod tunnel;
 
 use crate::cli::RelayConfig;
 use crate::http::conn::{Exchange, Handler};
-use crate::http::server::{Server, ServerCounters, ServerOptions};
+use crate::http::server::{Server, ServerCounters, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
 use crate::launch::LaunchError;
+use crate::limits::{self, OpenFilesLimit};
 use crate::names::NameGenerator;
 use crate::node::NodeServer;
 use crate::rand::Rng;
@@ -223,7 +225,7 @@ impl RelayServer {
         let options = ServerOptions {
             label: "relay".into(),
             stack_bytes: CONNECTION_STACK_BYTES,
-            max_connections: config.max_connections,
+            max_connections: connection_limit(config).0,
         };
         let server = Server::start(
             listener,
@@ -277,6 +279,19 @@ impl Drop for RelayServer {
 
 /// An external backend, checked once first to learn its name; one that does
 /// not pass starts marked down. With passive health only, it starts up.
+/// The client-connection limit: `--max-connections` if given, else what
+/// the open-files limit allows, at most [`DEFAULT_MAX_CONNECTIONS`]. A
+/// client connection being forwarded costs two descriptors, three when its
+/// node is a thread of this process. The open-files limit comes along when
+/// it is what set the figure, so that the relay can say so at start.
+pub fn connection_limit(config: &RelayConfig) -> (usize, Option<OpenFilesLimit>) {
+    if let Some(limit) = config.max_connections {
+        return (limit, None);
+    }
+    let per_connection = if config.nodes > 0 { 3 } else { 2 };
+    limits::default_connections(per_connection, DEFAULT_MAX_CONNECTIONS)
+}
+
 fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backend {
     let Some(path) = &config.health_path else {
         return Backend::new(

@@ -164,6 +164,12 @@ impl Client {
             .unwrap_or_else(|| panic!("no answer to {method} {path}"))
     }
 
+    /// Waits for the server to close the connection without sending any
+    /// more: true on its end of file, false if bytes came instead.
+    pub fn closed_by_server(&mut self) -> bool {
+        self.buffer.is_empty() && self.fill() == 0
+    }
+
     pub fn get(&mut self, path: &str) -> Reply {
         self.request("GET", path, &[], b"")
     }

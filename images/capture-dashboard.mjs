@@ -20,8 +20,7 @@
 // "down" (DOM state, no fixed sleep) and /_relay/status says
 // "healthy":false, screenshots, clicks Revive and waits until it is "up" and
 // healthy again. Exits 1 if a step fails, if an admin call was not 2xx, or if
-// the page logged an error (other than the browser's own /favicon.ico 404)
-// or threw.
+// the page logged an error or threw.
 
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -74,12 +73,9 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
-  // The browser asks for /favicon.ico on its own (the page names no icon); the
-  // relay forwards it to a node, which answers 404. That one is not a failure.
-  const isFavicon = (m) => (m.location()?.url || "").endsWith("/favicon.ico");
   page.on("console", (m) => {
     console.log(`[console.${m.type()}] ${m.text()} ${m.location()?.url || ""}`);
-    if (m.type() === "error" && !isFavicon(m)) problems.push("console error: " + m.text());
+    if (m.type() === "error") problems.push("console error: " + m.text());
   });
   page.on("pageerror", (e) => { console.log("[pageerror] " + e.message); problems.push("page error: " + e.message); });
   page.on("requestfailed", (r) => console.log(`[requestfailed] ${r.method()} ${r.url()} ${r.failure()?.errorText}`));

@@ -198,15 +198,17 @@ fn descriptor_notice(allowed: usize, limit: crate::limits::OpenFilesLimit) -> St
     let soft = limit
         .soft
         .map_or("unlimited".to_string(), |n| n.to_string());
+    let ceiling = crate::http::server::DEFAULT_MAX_CONNECTIONS;
     let raise = match limit.hard {
-        Some(hard) => format!("'ulimit -n {hard}'"),
-        None => "'ulimit -n 65536'".to_string(),
+        Some(hard) if limit.soft.is_some_and(|soft| soft < hard) => {
+            format!("run 'ulimit -n {hard}' before starting the relay to allow up to {ceiling}")
+        }
+        _ => format!(
+            "the hard limit is no higher, so raise that first (as root: 'ulimit -Hn 65536'; \
+             for a service, LimitNOFILE=) to allow up to {ceiling}"
+        ),
     };
-    format!(
-        "at most {allowed} client connections: the limit of {soft} open files allows no more \
-         (run {raise} before starting the relay to allow up to {})",
-        crate::http::server::DEFAULT_MAX_CONNECTIONS
-    )
+    format!("at most {allowed} client connections: the limit of {soft} open files allows no more ({raise})")
 }
 
 /// `:PORT` means loopback: the relay is reachable from this machine only
@@ -243,6 +245,12 @@ mod tests {
         );
         assert!(notice.contains("limit of 1024 open files"), "{notice}");
         assert!(notice.contains("'ulimit -n 524288'"), "{notice}");
+        let stuck = crate::limits::OpenFilesLimit {
+            soft: Some(160),
+            hard: Some(160),
+        };
+        let notice = descriptor_notice(32, stuck);
+        assert!(notice.contains("hard limit is no higher"), "{notice}");
     }
 
     #[test]

@@ -563,7 +563,7 @@ fn the_dashboard_is_one_self_contained_html_page() {
 
 #[test]
 fn the_access_log_has_one_line_per_request() {
-    use std::io::{BufRead, BufReader, Read};
+    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = bookrelay::temp_dir::TempDir::new("access-log");
     let db = dir.path().join("b.db");
@@ -601,16 +601,23 @@ fn the_access_log_has_one_line_per_request() {
     let mut client = Client::connect(addr);
     assert_eq!(client.get("/bookings?limit=1").status, 200);
     assert_eq!(client.get("/nowhere").status, 404);
+    // A request's line is written once its answer has gone out: read the
+    // log until both are there (or the relay ends), then stop it.
+    let mut log = String::new();
+    let mut log_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut lines: Vec<String> = Vec::new();
+    while lines.len() < 2 {
+        let Some(Ok(line)) = log_lines.next() else {
+            break;
+        };
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains(" GET ") {
+            lines.push(line);
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("read log");
-    let lines: Vec<&str> = log.lines().filter(|l| l.contains(" GET ")).collect();
     assert_eq!(lines.len(), 2, "{log}");
     // time, client, method, path, status, node, microseconds
     let fields: Vec<&str> = lines[0].split(' ').collect();

@@ -45,6 +45,19 @@ fn refuse(status: u16, sentence: impl Into<String>) -> Refusal {
     }
 }
 
+/// A control call that failed inside the relay (a port, a thread, the
+/// database): the caller hears what failed and where to look; the detail,
+/// which can name files, SQL or system errors, goes to the relay's log only.
+fn failed(what: String) -> impl FnOnce(String) -> Refusal {
+    move |detail| {
+        eprintln!("relay: {what}: {detail}");
+        refuse(
+            500,
+            format!("{what}; the relay's log says why; try again, or tell its operator"),
+        )
+    }
+}
+
 /// What a node looks like after a control call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -101,9 +114,11 @@ impl Relay {
         if server.is_some() {
             return Err(refuse(409, format!("node '{name}' is already running")));
         }
-        let listener = launch::bind(&backend.addr.to_string()).map_err(|e| refuse(500, e.0))?;
+        let cannot = || format!("node '{name}' could not be started again");
+        let listener =
+            launch::bind(&backend.addr.to_string()).map_err(|e| failed(cannot())(e.0))?;
         let started = launch::start_node(&self.node_config(name, Duration::ZERO), listener)
-            .map_err(|e| refuse(500, e.0))?;
+            .map_err(|e| failed(cannot())(e.0))?;
         *server = Some(started);
         backend.pool.clear();
         backend.health.reset(HealthState::healthy());
@@ -129,9 +144,10 @@ impl Relay {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next_name();
-        let listener = launch::bind("127.0.0.1:0").map_err(|e| refuse(500, e.0))?;
+        let cannot = || "a new node could not be started".to_string();
+        let listener = launch::bind("127.0.0.1:0").map_err(|e| failed(cannot())(e.0))?;
         let server = launch::start_node(&self.node_config(&name, Duration::ZERO), listener)
-            .map_err(|e| refuse(500, e.0))?;
+            .map_err(|e| failed(cannot())(e.0))?;
         let addr = server.addr();
         let backend = Arc::new(Backend::new(
             name,
@@ -145,7 +161,9 @@ impl Relay {
         backends.push(Arc::clone(&backend));
         weights.push(weight);
         self.swap(backends, weights, current.balancer.name())?;
-        self.start_checker(&backend).map_err(|e| refuse(500, e))?;
+        self.start_checker(&backend).map_err(failed(
+            "the new node's health checker could not be started".into(),
+        ))?;
         Ok(info(&backend))
     }
 

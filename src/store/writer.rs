@@ -515,6 +515,9 @@ fn run(shared: &Shared, conn: Connection, connect: impl Fn() -> Result<Connectio
             continue;
         };
         let ran = catch_unwind(AssertUnwindSafe(|| commit(c, &mut batch, panic_now)));
+        // Counted before anyone is answered, so a caller that has its answer
+        // also sees its write in the counters.
+        shared.writes.fetch_add(size, Ordering::Relaxed);
         match ran {
             Ok(Ok(())) => {
                 shared.commits.fetch_add(1, Ordering::Relaxed);
@@ -527,8 +530,10 @@ fn run(shared: &Shared, conn: Connection, connect: impl Fn() -> Result<Connectio
                 }
             }
             Ok(Err(error)) => {
-                if !c.is_autocommit() {
-                    let _ = c.execute_batch("ROLLBACK");
+                // A connection left inside a transaction would fail every
+                // later BEGIN: roll it back or replace it.
+                if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
+                    conn = None;
                 }
                 for taken in &mut batch {
                     taken.answer(Err(error.clone()));
@@ -542,7 +547,6 @@ fn run(shared: &Shared, conn: Connection, connect: impl Fn() -> Result<Connectio
                 }
             }
         }
-        shared.writes.fetch_add(size, Ordering::Relaxed);
         drop(batch);
     }
 }

@@ -22,7 +22,7 @@
 //! | [`relay`] | accept, forward over pooled connections, health, `/_relay/*` |
 //! | [`node`] | the node server and its booking routes |
 //! | [`booking`] | the booking record and its field rules (pure) |
-//! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log |
+//! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log, group commit |
 //! | [`cache`] | the per-node LRU with TTL and invalidation |
 //! | [`balancer`] | the six node-selection strategies (pure) |
 //! | [`dashboard`] | the live HTML page at `/_relay/` |

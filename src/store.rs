@@ -1,14 +1,15 @@
-//! The only user of `rusqlite`: schema, booking CRUD, keyset paging,
-//! idempotency keys, and the change log that keeps node caches coherent.
+//! The only user of `rusqlite` (with its [`writer`] submodule): schema,
+//! booking CRUD, keyset paging, idempotency keys, and the change log that
+//! keeps node caches coherent.
 //!
 //! One SQLite file is shared by every node, whether node threads in one relay
 //! process or separate `bookrelay node` processes. That works because:
 //!
 //! - **WAL journal**: readers never block the single writer, nor it them.
-//! - **busy timeout**: a writer that finds the database locked waits (up to
-//!   [`BUSY_TIMEOUT`]) instead of failing; every write transaction starts
-//!   `IMMEDIATE` so it takes the write lock up front and cannot deadlock
-//!   upgrading from a read.
+//! - **busy timeout**: a writer that finds the database locked by another
+//!   process waits (up to [`BUSY_TIMEOUT`]) instead of failing; every write
+//!   transaction starts `IMMEDIATE` so it takes the write lock up front and
+//!   cannot deadlock upgrading from a read.
 //! - **`synchronous = NORMAL`** in WAL mode: a commit survives the death of any
 //!   process at any moment (SPEC §2's promise); only an OS crash or power loss
 //!   could lose the last commits, which `FULL` would cost an fsync per write to
@@ -21,8 +22,57 @@
 //!   "did anyone commit" test itself is one `pread` of the WAL-index header
 //!   ([`WalIndexWatch`]), with the PRAGMA as its fallback.
 //!
-//! Connections are pooled (a node serves many client threads): a request takes
-//! one, runs cached prepared statements, and puts it back.
+//! # Group commit
+//!
+//! SQLite has one write lock per file. When every request thread ran its own
+//! transaction on its own pooled connection, concurrent writers collided on
+//! that lock, and the losers slept in SQLite's busy handler, whose steps (1,
+//! 2, 5, 10 ms and up) have nothing to do with how soon the lock frees: a
+//! write that needed 50 µs could wait 10 ms, and those waits set the p99.
+//!
+//! So writes (create, with or without an idempotency key, update, delete) go
+//! to one **writer thread** per database file per process ([`writer`]), which
+//! owns the one connection that writes. Request threads queue their write and
+//! wait. The writer takes everything queued (at most [`MAX_BATCH_WRITES`]
+//! writes and [`MAX_BATCH_BYTES`] bytes), runs it as **one `IMMEDIATE`
+//! transaction**, commits once, and then wakes each waiter with its outcome.
+//! While one batch commits the next one queues, so batches grow with the
+//! load by themselves; nothing waits on purpose for company, and a lone
+//! write is committed at once.
+//!
+//! - **Savepoints**: each write runs inside its own `SAVEPOINT`. A write that
+//!   fails (a duplicate id, an invalid patch, a reused idempotency key, a
+//!   missing booking) is rolled back to its savepoint and answered with its
+//!   own error, so its client gets its own 4xx while the rest of the batch
+//!   commits. Idempotency keys are checked inside the savepoint against
+//!   everything before it, including earlier writes of the same batch, so
+//!   two creates with one key in one batch are a first write and a replay
+//!   (or [`Error::KeyReused`]), as they would be one after the other.
+//! - **Durability**: no write is answered before the commit of its batch
+//!   returns; a 2xx still means committed, in WAL with `synchronous = NORMAL`
+//!   as before. If the transaction fails as a whole (the lock not granted
+//!   within [`BUSY_TIMEOUT`], a failed commit) every write in it is answered
+//!   with that error, and none of them was written.
+//! - **Coherence** is unchanged: each write's change-log row is written in its
+//!   savepoint, so it commits exactly when the write does.
+//! - **Other processes** on the same file still meet on the lock; the writer's
+//!   connection keeps the busy timeout for them, and each process's writes
+//!   take the lock once per batch instead of once per write.
+//! - **Bounded waiting**: a write not taken into a batch within
+//!   [`MAX_WRITE_WAIT`] is answered [`Error::Busy`] and never written.
+//!
+//! The writer is shared by every [`Store`] this process opens on the same file
+//! (the relay's node threads each open one) and ends when the last of them is
+//! dropped, after running what was queued. [`Store::write_stats`] counts its
+//! writes, commits and largest batch.
+//!
+//! Reads do not queue: connections are pooled (a node serves many client
+//! threads), a read takes one, runs cached prepared statements, and puts it
+//! back.
+
+mod writer;
+
+pub use writer::{WriteStats, MAX_BATCH_BYTES, MAX_BATCH_WRITES, MAX_WRITE_WAIT};
 
 use crate::booking::{Booking, Invalid};
 use crate::rand::Rng;
@@ -32,11 +82,13 @@ use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use writer::{Outcome, Write, Writer};
 
 /// How long a writer waits for another process's write lock before giving up.
-/// Long enough to ride out bursts of hundreds of concurrent writers.
+/// Long enough to ride out bursts of hundreds of concurrent writers in other
+/// processes (each process's own writers queue for its writer instead).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Change-log rows kept for nodes that fall behind. A node further behind than
@@ -158,6 +210,7 @@ pub enum Changes {
 pub struct Store {
     path: PathBuf,
     pool: Mutex<Vec<Connection>>,
+    writer: Arc<Writer>,
 }
 
 impl Store {
@@ -168,15 +221,20 @@ impl Store {
     /// lock that SQLite's busy handler does not wait for, so a busy answer
     /// here is retried until [`BUSY_TIMEOUT`].
     pub fn open(path: &Path) -> Result<Store, Error> {
-        let store = Store {
-            path: path.to_path_buf(),
-            pool: Mutex::new(Vec::new()),
-        };
         let conn = retry_while_busy(|| {
-            let conn = store.connect()?;
+            let conn = connect(path)?;
             conn.execute_batch(SCHEMA)?;
             Ok(conn)
         })?;
+        // The file exists now; its canonical path names it for sharing the writer.
+        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let owned = path.to_path_buf();
+        let writer = Writer::for_file(canonical, move || retry_while_busy(|| connect(&owned)))?;
+        let store = Store {
+            path: path.to_path_buf(),
+            pool: Mutex::new(Vec::new()),
+            writer,
+        };
         store.give_back(conn);
         Ok(store)
     }
@@ -185,20 +243,10 @@ impl Store {
         &self.path
     }
 
-    fn connect(&self) -> Result<Connection, Error> {
-        let conn = Connection::open(&self.path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        // journal_mode answers with a row, so it is queried rather than set.
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Database(format!(
-                "could not switch {} to WAL mode (got {mode})",
-                self.path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.set_prepared_statement_cache_capacity(32);
-        Ok(conn)
+    /// Counters of this file's writer in this process (shared by every
+    /// [`Store`] of the process on the file; see the module docs).
+    pub fn write_stats(&self) -> WriteStats {
+        self.writer.stats()
     }
 
     fn pool(&self) -> MutexGuard<'_, Vec<Connection>> {
@@ -210,7 +258,7 @@ impl Store {
         if let Some(conn) = self.pool().pop() {
             return Ok(conn);
         }
-        self.connect()
+        connect(&self.path)
     }
 
     fn give_back(&self, conn: Connection) {
@@ -289,104 +337,48 @@ impl Store {
     /// Creates a booking. With an idempotency key (`key`, the request body's
     /// exact bytes), a repeat with the same key and body returns the first
     /// answer and writes nothing; the same key with another body is
-    /// [`Error::KeyReused`]. The key check and the insert share one IMMEDIATE
-    /// transaction, so concurrent repeats are serialised.
+    /// [`Error::KeyReused`]. The key check and the insert share one savepoint
+    /// of the writer's transaction, so concurrent repeats are serialised.
+    /// Returns once the write is committed (or has failed).
     pub fn create(&self, booking: &Booking, key: Option<(&str, &[u8])>) -> Result<Created, Error> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            if let Some((key, request_body)) = key {
-                let earlier: Option<(Vec<u8>, i64, String, String)> = tx
-                    .prepare_cached(
-                        "SELECT request_body, status, response_body, booking_id \
-                         FROM idempotency_keys WHERE key = ?1",
-                    )?
-                    .query_row([key], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
-                    })
-                    .optional()?;
-                if let Some((earlier_body, status, body, booking_id)) = earlier {
-                    return if earlier_body == request_body {
-                        Ok(Created::Replayed {
-                            status: status as u16,
-                            body,
-                            booking_id,
-                        })
-                    } else {
-                        Err(Error::KeyReused)
-                    };
-                }
-            }
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM bookings WHERE booking_id = ?1")?
-                .exists([&booking.booking_id])?;
-            if exists {
-                return Err(Error::Exists(booking.booking_id.clone()));
-            }
-            insert_row(&tx, booking)?;
-            log_change(&tx, &booking.booking_id)?;
-            let json = booking.to_json();
-            if let Some((key, request_body)) = key {
-                tx.prepare_cached(
-                    "INSERT INTO idempotency_keys (key, request_body, status, response_body, booking_id) \
-                     VALUES (?1, ?2, 201, ?3, ?4)",
-                )?
-                .execute(params![key, request_body, json, booking.booking_id])?;
-            }
-            tx.commit()?;
-            Ok(Created::New(json))
-        })
+        let write = Write::Create {
+            booking: Box::new(booking.clone()),
+            key: key.map(|(key, body)| (key.to_string(), body.to_vec())),
+        };
+        match self.writer.run(write, NO_CHANGE)? {
+            Outcome::Created(created) => Ok(created),
+            other => Err(unexpected("create", &other)),
+        }
     }
 
-    /// Reads, changes and writes one booking in a single IMMEDIATE transaction,
-    /// so two concurrent PATCHes of different fields cannot lose each other.
+    /// Reads, changes and writes one booking in one savepoint of the writer's
+    /// transaction, so two concurrent PATCHes of different fields cannot lose
+    /// each other. `change` runs on the calling thread, on the row as it is
+    /// inside that transaction; it is not called if the booking is missing.
     pub fn update(
         &self,
         id: &str,
         change: impl FnOnce(&Booking) -> Result<Booking, Invalid>,
     ) -> Result<Booking, Error> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let sql = format!("SELECT {COLUMNS} FROM bookings WHERE booking_id = ?1");
-            let current = tx
-                .prepare_cached(&sql)?
-                .query_row([id], booking_from_row)
-                .optional()?
-                .ok_or(Error::NotFound)?;
-            let updated = change(&current).map_err(Error::Invalid)?;
-            tx.prepare_cached(
-                "UPDATE bookings SET customer_id = ?2, customer_name = ?3, destination = ?4, \
-                 departure_city = ?5, flight_number = ?6, hotel_name = ?7, room_type = ?8, \
-                 payment_method = ?9, email = ?10, phone = ?11, booking_date = ?12, \
-                 travel_date = ?13, return_date = ?14, total_price = ?15, payment_status = ?16, \
-                 travel_agency = ?17, special_requests = ?18, loyalty_program_number = ?19 \
-                 WHERE booking_id = ?1",
-            )?
-            .execute(booking_params(&updated))?;
-            log_change(&tx, id)?;
-            tx.commit()?;
-            Ok(updated)
-        })
+        let write = Write::Update { id: id.to_string() };
+        match self.writer.run(write, Some(change))? {
+            Outcome::Updated(booking) => Ok(*booking),
+            other => Err(unexpected("update", &other)),
+        }
     }
 
     /// Deletes a booking; [`Error::NotFound`] if there was none.
     pub fn delete(&self, id: &str) -> Result<(), Error> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let deleted = tx
-                .prepare_cached("DELETE FROM bookings WHERE booking_id = ?1")?
-                .execute([id])?;
-            if deleted == 0 {
-                return Err(Error::NotFound);
-            }
-            log_change(&tx, id)?;
-            tx.commit()?;
-            Ok(())
-        })
+        let write = Write::Delete { id: id.to_string() };
+        match self.writer.run(write, NO_CHANGE)? {
+            Outcome::Deleted => Ok(()),
+            other => Err(unexpected("delete", &other)),
+        }
     }
 
     /// A feed of changes committed from now on, on its own connection.
     pub fn change_feed(&self) -> Result<ChangeFeed, Error> {
-        let conn = retry_while_busy(|| self.connect())?;
+        let conn = retry_while_busy(|| connect(&self.path))?;
         // Header first, then version and position: a commit in between is
         // seen by the next poll, never missed.
         let wal_index = WalIndexWatch::open(&self.path);
@@ -399,6 +391,34 @@ impl Store {
             wal_index,
         })
     }
+}
+
+/// What an update does to the current row.
+type Change = fn(&Booking) -> Result<Booking, Invalid>;
+
+/// The `change` of a write that is not an update.
+const NO_CHANGE: Option<Change> = None;
+
+/// The writer answered with another kind of outcome: a bug, not input.
+fn unexpected(what: &str, outcome: &Outcome) -> Error {
+    Error::Database(format!("the writer answered a {what} with {outcome:?}"))
+}
+
+/// A connection set up as every connection to the file must be.
+fn connect(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // journal_mode answers with a row, so it is queried rather than set.
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Database(format!(
+            "could not switch {} to WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
 }
 
 /// Runs `attempt` again while SQLite answers busy, up to [`BUSY_TIMEOUT`].
@@ -815,5 +835,233 @@ mod tests {
         store.update("p", |b| Ok(b.clone())).expect("update");
         assert_eq!(feed.poll(), Ok(Changes::All));
         assert_eq!(feed.poll(), Ok(Changes::None));
+    }
+
+    type BatchWrite<'a, T> = Box<dyn FnOnce(&Store) -> T + Send + 'a>;
+
+    /// Runs `writes` (each on its own thread, queued in the given order while
+    /// the writer is held), then lets the writer take them all as one batch.
+    /// Returns each write's result in order.
+    fn in_one_batch<T: Send>(store: &Store, writes: Vec<BatchWrite<'_, T>>) -> Vec<T> {
+        let before = store.write_stats();
+        store.writer.hold(true);
+        let n = writes.len();
+        let results = std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for (i, write) in writes.into_iter().enumerate() {
+                handles.push(scope.spawn(move || write(store)));
+                // Queued strictly in order: the next thread starts only once
+                // this one's write is in the queue.
+                store.writer.wait_until_queued(i + 1);
+            }
+            store.writer.hold(false);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("writer thread"))
+                .collect::<Vec<_>>()
+        });
+        let after = store.write_stats();
+        assert_eq!(
+            after.commits - before.commits,
+            1,
+            "one commit for the batch"
+        );
+        assert_eq!(after.writes - before.writes, n as u64);
+        assert!(after.largest_batch >= n as u64);
+        results
+    }
+
+    #[test]
+    fn one_batch_answers_each_write_with_its_own_outcome() {
+        let (_dir, store) = store();
+        for id in ["taken", "keep", "gone"] {
+            store.create(&sample(id), None).expect("setup");
+        }
+        let mut feed = store.change_feed().expect("feed");
+        let mut fresh = sample("fresh");
+        fresh.customer_name = "Fresh Person".into();
+        let mut duplicate = sample("taken");
+        duplicate.customer_name = "Not Stored".into();
+        let (fresh_copy, duplicate_copy) = (fresh.clone(), duplicate.clone());
+        #[derive(Debug, PartialEq)]
+        #[allow(clippy::large_enum_variant)]
+        enum Answer {
+            Created(Result<Created, Error>),
+            Updated(Result<Booking, Error>),
+            Deleted(Result<(), Error>),
+        }
+        let answers = in_one_batch(
+            &store,
+            vec![
+                Box::new(move |s: &Store| Answer::Created(s.create(&fresh_copy, None))),
+                Box::new(move |s: &Store| Answer::Created(s.create(&duplicate_copy, None))),
+                Box::new(|s: &Store| {
+                    Answer::Updated(s.update("keep", |_| {
+                        Err(Invalid("total_price must be a number".into()))
+                    }))
+                }),
+                Box::new(|s: &Store| Answer::Deleted(s.delete("gone"))),
+            ],
+        );
+        assert_eq!(
+            answers,
+            [
+                Answer::Created(Ok(Created::New(fresh.to_json()))),
+                Answer::Created(Err(Error::Exists("taken".into()))),
+                Answer::Updated(Err(Error::Invalid(Invalid(
+                    "total_price must be a number".into()
+                )))),
+                Answer::Deleted(Ok(())),
+            ]
+        );
+        assert_eq!(store.write_stats().largest_batch, 4);
+        assert_eq!(store.get("fresh"), Ok(Some(fresh)));
+        assert_eq!(store.get("taken"), Ok(Some(sample("taken"))));
+        assert_eq!(store.get("keep"), Ok(Some(sample("keep"))));
+        assert_eq!(store.get("gone"), Ok(None));
+        // Only the writes that succeeded reached the change log.
+        assert_eq!(
+            feed.poll(),
+            Ok(Changes::Ids(vec!["fresh".into(), "gone".into()]))
+        );
+    }
+
+    #[test]
+    fn updates_in_one_batch_each_change_their_own_row_and_a_repeat_waits_for_the_next() {
+        let (_dir, store) = store();
+        for id in ["a", "b"] {
+            store.create(&sample(id), None).expect("setup");
+        }
+        let rename = |id: &'static str, suffix: &'static str| {
+            Box::new(move |s: &Store| {
+                s.update(id, |current| {
+                    let mut b = current.clone();
+                    b.customer_name.push_str(suffix);
+                    Ok(b)
+                })
+                .map(|b| b.customer_name)
+            }) as Box<dyn FnOnce(&Store) -> Result<String, Error> + Send>
+        };
+        let before = store.write_stats();
+        store.writer.hold(true);
+        let results = std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for (i, write) in [
+                rename("a", " 1"),
+                rename("b", " 1"),
+                rename("a", " 2"),
+                rename("missing", " 1"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let store = &store;
+                handles.push(scope.spawn(move || write(store)));
+                store.writer.wait_until_queued(i + 1);
+            }
+            store.writer.hold(false);
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("thread"))
+                .collect::<Vec<_>>()
+        });
+        let name = sample("a").customer_name;
+        assert_eq!(
+            results,
+            [
+                Ok(format!("{name} 1")),
+                Ok(format!("{name} 1")),
+                Ok(format!("{name} 1 2")),
+                Err(Error::NotFound),
+            ]
+        );
+        // The second update of "a" saw the first: it went in a second batch.
+        let after = store.write_stats();
+        assert_eq!(after.commits - before.commits, 2);
+        assert_eq!(after.largest_batch, 2);
+    }
+
+    #[test]
+    fn one_idempotency_key_twice_in_one_batch_is_a_write_and_a_replay() {
+        let (_dir, store) = store();
+        let booking = sample("i1");
+        let (first, second) = (booking.clone(), booking.clone());
+        let mut other = sample("i2");
+        other.customer_name = "Someone Else".into();
+        let answers = in_one_batch(
+            &store,
+            vec![
+                Box::new(move |s: &Store| s.create(&first, Some(("key", b"body")))),
+                Box::new(move |s: &Store| s.create(&second, Some(("key", b"body")))),
+                Box::new(move |s: &Store| s.create(&other, Some(("key", b"other body")))),
+            ],
+        );
+        assert_eq!(
+            answers,
+            [
+                Ok(Created::New(booking.to_json())),
+                Ok(Created::Replayed {
+                    status: 201,
+                    body: booking.to_json(),
+                    booking_id: "i1".into()
+                }),
+                Err(Error::KeyReused),
+            ]
+        );
+        assert_eq!(store.count(), Ok(1));
+    }
+
+    #[test]
+    fn a_panic_in_the_writer_answers_its_batch_with_an_error_and_the_writer_goes_on() {
+        let (_dir, store) = store();
+        store.writer.panic_in_next_batch();
+        assert!(matches!(
+            store.create(&sample("lost"), None),
+            Err(Error::Database(_))
+        ));
+        assert_eq!(
+            store.get("lost"),
+            Ok(None),
+            "the panicked batch was rolled back"
+        );
+        assert!(matches!(
+            store.create(&sample("kept"), None),
+            Ok(Created::New(_))
+        ));
+        assert_eq!(store.count(), Ok(1));
+    }
+
+    #[test]
+    fn stores_of_one_file_share_a_writer_that_ends_with_the_last_of_them() {
+        let (dir, first) = store();
+        let second = Store::open(&dir.path().join("b.db")).expect("open again");
+        assert!(Arc::ptr_eq(&first.writer, &second.writer));
+        let writer = Arc::downgrade(&first.writer);
+        drop(first);
+        second
+            .create(&sample("still"), None)
+            .expect("the writer lives on");
+        let shared = Arc::downgrade(&second.writer.shared_for_test());
+        drop(second);
+        // The writer is gone and so is its thread, which held the shared state.
+        assert!(writer.upgrade().is_none());
+        assert!(shared.upgrade().is_none());
+    }
+
+    #[test]
+    fn an_update_whose_change_panics_fails_alone_and_the_writer_goes_on() {
+        let (_dir, store) = store();
+        store.create(&sample("p"), None).expect("setup");
+        let panicked = std::thread::scope(|scope| {
+            scope
+                .spawn(|| store.update("p", |_| panic!("test: the change panics")))
+                .join()
+        });
+        assert!(
+            panicked.is_err(),
+            "the caller's own panic reaches the caller"
+        );
+        assert_eq!(store.get("p"), Ok(Some(sample("p"))));
+        assert_eq!(store.delete("p"), Ok(()));
     }
 }

@@ -35,6 +35,9 @@ fn health_and_stats_name_the_node() {
         "cache_entries",
         "cache_evictions",
         "cache_invalidations",
+        "writes",
+        "commits",
+        "largest_batch",
     ] {
         assert!(
             stats.get(field).and_then(Value::as_f64).is_some(),
@@ -440,6 +443,12 @@ fn many_concurrent_posts_all_land() {
         statuses.iter().filter(|&&s| s != 201).collect::<Vec<_>>()
     );
     assert_eq!(Store::open(&node.db).expect("open").count(), Ok(800));
+    // Group commit: every write was run, in at most as many transactions.
+    let mut client = node.client();
+    let (writes, commits) = (stat(&mut client, "writes"), stat(&mut client, "commits"));
+    assert_eq!(writes, 800.0);
+    assert!((1.0..=writes).contains(&commits), "{commits} commits");
+    assert!(stat(&mut client, "largest_batch") >= 1.0);
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //! alone as `bookrelay node`; it knows nothing of the relay.
 //!
 //! **One thread per connection** ([`crate::http::server`] says why), each
-//! with a [`CONNECTION_STACK_BYTES`] stack: a slow SQLite write holds up only
-//! its own connection.
+//! with a [`CONNECTION_STACK_BYTES`] stack: a thread waiting for its write's
+//! group commit ([`crate::store`]) holds up only its own connection.
 //!
 //! **Coherence.** Before every cached read the node polls the store's change
 //! feed (one `PRAGMA data_version`, a shared-memory read) and drops the ids any
@@ -70,7 +70,8 @@ pub struct Node {
 /// until the store call returns closes it: [`Liveness::stop`] takes the write
 /// lock, so it waits for commits already under way (they belong to before
 /// the kill) and every later write finds the node dead. Writers share the
-/// read lock, so the gate never serializes them; SQLite does that anyway.
+/// read lock, so the gate never serializes them: concurrent writes still
+/// meet in one group commit of the store's writer.
 ///
 /// Dead is a second state, reached only once the connections are cut too:
 /// the handlers stopped by the kill wait for it before they answer, so a
@@ -230,20 +231,28 @@ impl Node {
         self.delay.is_zero() || self.liveness.sleep(self.delay)
     }
 
-    /// The `/stats` document.
+    /// The `/stats` document. `writes`, `commits` and `largest_batch` are the
+    /// group-commit counters of this process's writer for the database file
+    /// (shared by the nodes of one process; see [`crate::store`]): writes run,
+    /// transactions committed, most writes in one transaction.
     pub fn stats_json(&self) -> String {
         let stats = self.cache.stats();
+        let writes = self.store.write_stats();
         let mut body = String::from("{\"node\":");
         json::write_str(&mut body, &self.name);
         body.push_str(&format!(
             ",\"requests\":{},\"cache_hits\":{},\"cache_misses\":{},\"cache_entries\":{},\
-             \"cache_evictions\":{},\"cache_invalidations\":{}}}",
+             \"cache_evictions\":{},\"cache_invalidations\":{},\
+             \"writes\":{},\"commits\":{},\"largest_batch\":{}}}",
             self.requests(),
             stats.hits,
             stats.misses,
             stats.entries,
             stats.evictions,
-            stats.invalidations
+            stats.invalidations,
+            writes.writes,
+            writes.commits,
+            writes.largest_batch
         ));
         body
     }

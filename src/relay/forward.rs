@@ -38,7 +38,8 @@ use crate::http::upstream::{
     Upstream, BODY_READ_BYTES, LAST_CHUNK,
 };
 use crate::http::{
-    booking_id_in_path, has_token, Framing, Header, Request, Response, BODY_TIMEOUT,
+    booking_id_in_path, has_token, Error, Framing, Header, Request, Response, BODY_TIMEOUT,
+    MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use std::io;
 use std::net::SocketAddr;
@@ -94,6 +95,12 @@ pub enum Failure {
     /// The client's request body could not be read (it left, stalled or
     /// broke the framing): the client connection answers or closes.
     ClientBody,
+    /// The head as it would go out is over a node's limits: the relay's own
+    /// lines (`X-Forwarded-For`, a `Host`, CRLF for bare LF, `: ` after each
+    /// name) pushed a head that fit the relay over [`MAX_HEAD_BYTES`] or
+    /// [`MAX_HEADERS`]. Nothing is sent: the client gets the 431 a node
+    /// would give, and the connection closes as after any head too large.
+    HeadTooLarge,
 }
 
 impl Failure {
@@ -135,6 +142,7 @@ impl Failure {
                 Response::error(502, &format!("the node sent a broken answer: {why}"))
             }
             Failure::ClientBody => return None,
+            Failure::HeadTooLarge => Error::HeadTooLarge.response(),
         })
     }
 }
@@ -214,9 +222,11 @@ impl Outgoing<'_> {
             // sent the request, that one decides.
             Failure::Connect(_) => !self.sent || self.resendable(),
             Failure::NoAnswer { .. } => self.resendable(),
-            Failure::Local(_) | Failure::Timeout | Failure::BadAnswer(_) | Failure::ClientBody => {
-                false
-            }
+            Failure::Local(_)
+            | Failure::Timeout
+            | Failure::BadAnswer(_)
+            | Failure::ClientBody
+            | Failure::HeadTooLarge => false,
         }
     }
 }
@@ -265,7 +275,7 @@ pub fn forward(
             }
             Err(failure) => failure,
         };
-        if matches!(failure, Failure::ClientBody) {
+        if matches!(failure, Failure::ClientBody | Failure::HeadTooLarge) {
             // The client's fault, not the node's: nothing to count or retry.
             return answer_failure(exchange, failure, Some(Arc::clone(backend)));
         }
@@ -475,6 +485,9 @@ fn send_request(
     exchange: &mut Exchange<'_>,
 ) -> Result<bool, Failure> {
     let mut wire = request_head(out.request, peer, node, out.framing, out.upgrade);
+    if !fits_a_node(&wire) {
+        return Err(Failure::HeadTooLarge);
+    }
     encode_body(&mut wire, out.framing, &out.replay);
     // From here on the node may have seen bytes of this request.
     out.sent = true;
@@ -520,6 +533,15 @@ fn send_request(
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Whether a request head as the relay writes it (CRLF after each line)
+/// is within the limits a node's parser enforces.
+fn fits_a_node(head: &[u8]) -> bool {
+    // The request line and the blank line are not header lines.
+    let lines = head.windows(2).filter(|w| w == b"\r\n").count();
+    let headers = lines.saturating_sub(2);
+    head.len() <= MAX_HEAD_BYTES && headers <= MAX_HEADERS
 }
 
 /// Whether the node has sent something while the relay was still sending
@@ -738,6 +760,31 @@ mod tests {
         assert_eq!(
             head_for(&req, RequestBody::None),
             "GET /health HTTP/1.1\r\nHost: 127.0.0.1:9001\r\nX-Forwarded-For: 127.0.0.9\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_head_the_relays_own_lines_push_over_a_nodes_limits_is_not_sent() {
+        let mut big = "GET / HTTP/1.1\r\nHost: h\r\nX-Big: ".to_string();
+        big.push_str(&"b".repeat(MAX_HEAD_BYTES - big.len() - 4));
+        big.push_str("\r\n\r\n");
+        assert_eq!(big.len(), MAX_HEAD_BYTES, "as large as a client may send");
+        assert!(!fits_a_node(
+            head_for(&request(&big), RequestBody::None).as_bytes()
+        ));
+        let mut many = "GET / HTTP/1.1\r\n".to_string();
+        for i in 0..MAX_HEADERS {
+            many.push_str(&format!("X-{i}: v\r\n"));
+        }
+        many.push_str("\r\n");
+        assert!(!fits_a_node(
+            head_for(&request(&many), RequestBody::None).as_bytes()
+        ));
+        let small = request("GET / HTTP/1.1\r\n\r\n");
+        assert!(fits_a_node(head_for(&small, RequestBody::None).as_bytes()));
+        assert_eq!(
+            Failure::HeadTooLarge.response().map(|r| r.status),
+            Some(431)
         );
     }
 

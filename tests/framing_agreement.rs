@@ -281,7 +281,10 @@ fn start_node() -> (SocketAddr, Receiver<Seen>) {
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            conn::serve(stream, &EchoNode { seen: tx.clone() });
+            conn::serve(
+                std::sync::Arc::new(conn::Client::new(stream)),
+                &EchoNode { seen: tx.clone() },
+            );
         }
     });
     (addr, rx)

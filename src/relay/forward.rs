@@ -544,8 +544,6 @@ fn fits_a_node(head: &[u8]) -> bool {
     head.len() <= MAX_HEAD_BYTES && headers <= MAX_HEADERS
 }
 
-/// Whether the node has sent something while the relay was still sending
-/// (a non-blocking peek; only asked while a body is being streamed).
 /// Writes part of a request. `Ok(false)`: the write failed other than by
 /// timing out, which may mean the node answered early and closed (a server
 /// refusing the body): its answer is then still there to read, so the
@@ -565,6 +563,8 @@ fn is_timeout(error: &io::Error) -> bool {
     )
 }
 
+/// Whether the node has sent something while the relay was still sending
+/// (a non-blocking peek; only asked while a body is being streamed).
 fn has_answered(upstream: &mut Upstream) -> bool {
     upstream.peek_now() == Peek::Data
 }

@@ -553,6 +553,14 @@ fn the_dashboard_is_one_self_contained_html_page() {
         "it polls the status"
     );
     assert!(
+        html.contains("/events?after=${lastSeq}"),
+        "its event log polls the relay's events"
+    );
+    assert!(
+        html.contains("retried on another node or answered with an error"),
+        "failures are explained in a tooltip"
+    );
+    assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external URL"
     );

@@ -3,7 +3,7 @@
 //! Reading (`GET`): `/_relay/` is the live dashboard ([`crate::dashboard`]),
 //! `status` is JSON for scripts and the dashboard, `metrics`
 //! the same figures in Prometheus text format, `balancer` the strategy and
-//! weights. Changing (`POST`, `PUT`, `DELETE`): the simulator's controls in
+//! weights, `events?after=SEQ` the recent history ([`super::events`]). Changing (`POST`, `PUT`, `DELETE`): the simulator's controls in
 //! [`super::control`], refused with 403 unless the caller presents
 //! `Authorization: Bearer TOKEN` (any case of `Bearer`) with the relay's admin
 //! token, or, when no token is set, calls from this machine (a loopback
@@ -14,9 +14,10 @@
 //! another origin cannot send without a CORS preflight the relay never
 //! grants). A call without `Origin` (curl, scripts) passes.
 
-use super::backend::Topology;
+use super::backend::{Topology, LATENCY_BUCKETS, RESPONSE_CLASSES};
 use super::control::{NodeInfo, Refusal};
-use super::Relay;
+use super::events::Event;
+use super::{utc_timestamp, Relay};
 use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};
 use crate::json::{self, Value};
@@ -52,6 +53,11 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
                 .with_body(text.into_bytes())
         }
         ("GET" | "HEAD", ["balancer"]) => Response::json(200, balancer_json(&relay.topology())),
+        ("GET" | "HEAD", ["events"]) => match after_param(request.query()) {
+            Ok(after) => Response::json(200, events_json(&relay.events().after(after)))
+                .with_header("Cache-Control", "no-store"),
+            Err(sentence) => Response::error(400, &sentence),
+        },
         ("PUT", ["balancer"]) => switch_balancer(relay, &request.body),
         ("POST", ["nodes"]) => add_node(relay, &request.body),
         ("DELETE", ["nodes", name]) => match relay.remove_node(name) {
@@ -60,7 +66,7 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         },
         ("POST", ["nodes", name, "kill"]) => node_answer(relay.kill_node(name), "killed"),
         ("POST", ["nodes", name, "revive"]) => node_answer(relay.revive_node(name), "running"),
-        (_, ["status"] | ["metrics"]) => method_not_allowed("GET, HEAD"),
+        (_, ["status"] | ["metrics"] | ["events"]) => method_not_allowed("GET, HEAD"),
         (_, ["balancer"]) => method_not_allowed("GET, HEAD, PUT"),
         (_, ["nodes"]) => method_not_allowed("POST"),
         (_, ["nodes", _]) => method_not_allowed("DELETE"),
@@ -68,7 +74,7 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         _ => Response::error(
             404,
             &format!(
-                "no relay endpoint '{}'; try /_relay/status, /_relay/metrics or /_relay/balancer",
+                "no relay endpoint '{}'; try /_relay/status, /_relay/metrics, /_relay/events or /_relay/balancer",
                 path.chars().take(80).collect::<String>()
             ),
         ),
@@ -332,6 +338,55 @@ fn switch_balancer(relay: &Relay, body: &[u8]) -> Response {
     }
 }
 
+/// The `after` of `?after=SEQ` (0 when absent): a whole number, or the
+/// sentence of a 400.
+fn after_param(query: Option<&str>) -> Result<u64, String> {
+    let Some(value) = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("after="))
+    else {
+        return Ok(0);
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "after must be a whole number, the seq of the last event seen (0 for all), got '{}'",
+            value.chars().take(40).collect::<String>()
+        ));
+    }
+    value.parse().map_err(|_| {
+        format!(
+            "after is too large: {}",
+            value.chars().take(40).collect::<String>()
+        )
+    })
+}
+
+/// `{"events":[{"seq":N,"time":RFC3339,"kind":K,"node":NAME|null,"detail":S}…]}`.
+pub fn events_json(events: &[Event]) -> String {
+    let mut out = String::with_capacity(32 + events.len() * 160);
+    out.push_str("{\"events\":[");
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"seq\":{},\"time\":", event.seq);
+        json::write_str(&mut out, &utc_timestamp(event.time));
+        out.push_str(",\"kind\":");
+        json::write_str(&mut out, event.kind.as_str());
+        out.push_str(",\"node\":");
+        match &event.node {
+            Some(node) => json::write_str(&mut out, node),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"detail\":");
+        json::write_str(&mut out, &event.detail);
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
+
 /// `{"balancer":NAME,"weights":[…]}`.
 pub fn balancer_json(topology: &Topology) -> String {
     let mut out = String::from("{\"balancer\":");
@@ -348,7 +403,9 @@ pub fn balancer_json(topology: &Topology) -> String {
 }
 
 /// `{"balancer":NAME,"nodes":[{…}…]}` as SPEC §5 lists, plus
-/// `connections_opened` (connections the relay ever opened to the node).
+/// `connections_opened` (connections the relay ever opened to the node),
+/// `retries` (requests that failed there and went to another node) and
+/// `responses` (the clients' answers by status class).
 pub fn status_json(topology: &Topology) -> String {
     let mut out = String::with_capacity(256 + topology.backends.len() * 256);
     out.push_str("{\"balancer\":");
@@ -374,13 +431,22 @@ pub fn status_json(topology: &Topology) -> String {
         let _ = write!(
             out,
             ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{weight},\"in_flight\":{},\"requests\":{},\
-             \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{}}}",
+             \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{},\
+             \"retries\":{},\"responses\":{{",
             backend.state().healthy,
             backend.in_flight.load(Ordering::Relaxed),
             backend.requests.load(Ordering::Relaxed),
             backend.failures.load(Ordering::Relaxed),
             backend.pool.opened(),
+            backend.retries.load(Ordering::Relaxed),
         );
+        for (j, (class, count)) in RESPONSE_CLASSES.iter().zip(backend.responses()).enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{class}\":{count}");
+        }
+        out.push_str("}}");
     }
     out.push_str("]}");
     out
@@ -421,6 +487,11 @@ pub fn metrics_text(topology: &Topology) -> String {
             help: "The node's balancer weight.",
         },
         Metric {
+            name: "bookrelay_node_retries_total",
+            kind: "counter",
+            help: "Requests that failed at the node and were sent to another node.",
+        },
+        Metric {
             name: "bookrelay_node_connections_opened_total",
             kind: "counter",
             help: "Connections the relay opened to the node.",
@@ -445,6 +516,7 @@ pub fn metrics_text(topology: &Topology) -> String {
             let value = match metric.name {
                 "bookrelay_node_requests_total" => Some(backend.requests.load(Ordering::Relaxed)),
                 "bookrelay_node_failures_total" => Some(backend.failures.load(Ordering::Relaxed)),
+                "bookrelay_node_retries_total" => Some(backend.retries.load(Ordering::Relaxed)),
                 "bookrelay_node_in_flight" => Some(backend.in_flight.load(Ordering::Relaxed)),
                 "bookrelay_node_healthy" => Some(u64::from(backend.state().healthy)),
                 "bookrelay_node_weight" => Some(u64::from(*weight)),
@@ -462,6 +534,46 @@ pub fn metrics_text(topology: &Topology) -> String {
                 );
             }
         }
+    }
+    let name = "bookrelay_node_responses_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Answers clients got for requests forwarded to the node, by status class (the relay's own 502 and 504 for the node included)."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for backend in &topology.backends {
+        let node = escape_label(&backend.name());
+        for (class, count) in RESPONSE_CLASSES.iter().zip(backend.responses()) {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\",addr=\"{}\",class=\"{class}\"}} {count}",
+                backend.addr
+            );
+        }
+    }
+    let name = "bookrelay_node_request_duration_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time from sending a request to the node to the end of its answer."
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for backend in &topology.backends {
+        let labels = format!(
+            "node=\"{}\",addr=\"{}\"",
+            escape_label(&backend.name()),
+            backend.addr
+        );
+        let (buckets, sum, count) = backend.latency.snapshot();
+        for (bound, cumulative) in LATENCY_BUCKETS.iter().zip(buckets) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}",
+            buckets[LATENCY_BUCKETS.len()]
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
     out
 }
@@ -529,6 +641,13 @@ mod tests {
             )),
         ];
         backends[0].requests.store(7, Ordering::Relaxed);
+        backends[0].retries.store(3, Ordering::Relaxed);
+        for status in [200, 404, 404, 502] {
+            backends[0].count_response(status);
+        }
+        backends[0]
+            .latency
+            .observe(std::time::Duration::from_millis(20));
         Topology::build(backends, vec![2, 1], "weighted", 1).expect("topology")
     }
 
@@ -555,8 +674,20 @@ mod tests {
             "failures",
             "cache_hits",
             "cache_misses",
+            "connections_opened",
+            "retries",
+            "responses",
         ] {
             assert!(nodes[0].get(field).is_some(), "{field}");
+        }
+        assert_eq!(nodes[0].get("retries").and_then(|v| v.as_f64()), Some(3.0));
+        let responses = nodes[0].get("responses").expect("responses");
+        for (class, count) in [("2xx", 1.0), ("3xx", 0.0), ("4xx", 2.0), ("5xx", 1.0)] {
+            assert_eq!(
+                responses.get(class).and_then(|v| v.as_f64()),
+                Some(count),
+                "{class}"
+            );
         }
         assert_eq!(nodes[0].get("requests").and_then(|v| v.as_f64()), Some(7.0));
         assert_eq!(
@@ -735,10 +866,77 @@ mod tests {
             !text.contains("bookrelay_node_cache_hits_total{"),
             "unknown figures are left out"
         );
+        assert!(
+            text.contains("bookrelay_node_retries_total{node=\"alpha\",addr=\"127.0.0.1:1\"} 3\n")
+        );
+        assert!(text.contains("# TYPE bookrelay_node_responses_total counter\n"));
+        assert!(text.contains(
+            "bookrelay_node_responses_total{node=\"alpha\",addr=\"127.0.0.1:1\",class=\"4xx\"} 2\n"
+        ));
+        assert!(text.contains(
+            "bookrelay_node_responses_total{node=\"be\\\"ta\",addr=\"127.0.0.1:2\",class=\"2xx\"} 0\n"
+        ));
+        assert!(text.contains("# TYPE bookrelay_node_request_duration_seconds histogram\n"));
+        let series = "bookrelay_node_request_duration_seconds";
+        let alpha = "node=\"alpha\",addr=\"127.0.0.1:1\"";
+        assert!(text.contains(&format!("{series}_bucket{{{alpha},le=\"0.01\"}} 0\n")));
+        assert!(text.contains(&format!("{series}_bucket{{{alpha},le=\"0.025\"}} 1\n")));
+        assert!(text.contains(&format!("{series}_bucket{{{alpha},le=\"+Inf\"}} 1\n")));
+        assert!(text.contains(&format!("{series}_sum{{{alpha}}} 0.02\n")));
+        assert!(text.contains(&format!("{series}_count{{{alpha}}} 1\n")));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let (series, value) = line.rsplit_once(' ').expect("series and value");
             assert!(series.starts_with("bookrelay_"), "{line}");
-            assert!(value.parse::<u64>().is_ok(), "{line}");
+            if series.contains("_sum{") {
+                assert!(value.parse::<f64>().is_ok(), "{line}");
+            } else {
+                assert!(value.parse::<u64>().is_ok(), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn events_are_json_with_null_for_no_node() {
+        use crate::relay::events::{EventKind, Events};
+        let events = Events::new(10);
+        events.push(EventKind::Down, Some("brave \"owl\""), "connection refused");
+        events.push(EventKind::Balancer, None, "round-robin → random");
+        let doc = json::parse(events_json(&events.after(0)).as_bytes()).expect("valid JSON");
+        let list = doc
+            .get("events")
+            .and_then(|v| v.as_array())
+            .expect("events");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list[0].get("seq").and_then(|v| v.as_f64()), Some(1.0));
+        assert_eq!(list[0].get("kind").and_then(|v| v.as_str()), Some("down"));
+        assert_eq!(
+            list[0].get("node").and_then(|v| v.as_str()),
+            Some("brave \"owl\"")
+        );
+        assert_eq!(list[1].get("node"), Some(&json::Value::Null));
+        let time = list[1].get("time").and_then(|v| v.as_str()).expect("time");
+        assert!(time.ends_with('Z') && time.len() == 24, "{time}");
+        assert_eq!(
+            list[1].get("detail").and_then(|v| v.as_str()),
+            Some("round-robin → random")
+        );
+        assert_eq!(events_json(&[]), "{\"events\":[]}");
+    }
+
+    #[test]
+    fn after_must_be_a_whole_number() {
+        assert_eq!(after_param(None), Ok(0));
+        assert_eq!(after_param(Some("")), Ok(0));
+        assert_eq!(after_param(Some("after=12")), Ok(12));
+        assert_eq!(after_param(Some("x=1&after=3")), Ok(3));
+        for bad in [
+            "after=",
+            "after=-1",
+            "after=abc",
+            "after=1.5",
+            "after=99999999999999999999999",
+        ] {
+            assert!(after_param(Some(bad)).is_err(), "{bad}");
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::node::NodeServer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 /// How the relay runs a node.
 pub enum Kind {
@@ -35,6 +36,14 @@ pub struct Backend {
     pub requests: AtomicU64,
     /// Forwarded requests that failed here (connect, reset, timeout, bad answer).
     pub failures: AtomicU64,
+    /// Requests that failed here and were then sent to another node.
+    pub retries: AtomicU64,
+    /// Answers the clients got for requests forwarded here, by status class
+    /// (2xx, 3xx, 4xx, 5xx); the relay's own 502/504 for this node count as 5xx.
+    responses: [AtomicU64; 4],
+    /// How long this node took to answer, from the attempt's start to the
+    /// answer's end.
+    pub latency: Histogram,
     pub pool: Pool,
     /// An external backend's cache figures from its `/stats`, when known.
     remote_cache: Mutex<Option<(u64, u64)>>,
@@ -55,6 +64,9 @@ impl Backend {
             in_flight: Arc::new(AtomicU64::new(0)),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            responses: Default::default(),
+            latency: Histogram::default(),
             pool: Pool::new(),
             remote_cache: Mutex::new(None),
             named: AtomicBool::new(kind_is_thread),
@@ -113,6 +125,22 @@ impl Backend {
         *self.remote_cache.lock().unwrap_or_else(|e| e.into_inner()) = figures;
     }
 
+    /// Counts an answer a client got for a request forwarded here; codes
+    /// outside 200..=599 (a 101 switch) are not counted.
+    pub fn count_response(&self, status: u16) {
+        if let Some(class) = (200..600)
+            .contains(&status)
+            .then(|| usize::from(status / 100 - 2))
+        {
+            self.responses[class].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The answers counted by [`Backend::count_response`]: 2xx, 3xx, 4xx, 5xx.
+    pub fn responses(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.responses[i].load(Ordering::Relaxed))
+    }
+
     pub fn retire(&self) {
         self.retired.store(true, Ordering::SeqCst);
         self.pool.clear();
@@ -128,6 +156,50 @@ impl Backend {
             healthy: self.health.is_up() && !self.is_retired(),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The status classes of [`Backend::responses`], in order.
+pub const RESPONSE_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+
+/// Upper bounds (seconds) of the latency histogram's buckets; a last
+/// `+Inf` bucket holds everything.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A fixed-bucket latency histogram, counted with atomics.
+#[derive(Default)]
+pub struct Histogram {
+    /// Observations in each bucket alone (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let index = LATENCY_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last is `+Inf`), the sum in
+    /// seconds, and the count.
+    pub fn snapshot(&self) -> ([u64; LATENCY_BUCKETS.len() + 1], f64, u64) {
+        let mut total = 0;
+        let cumulative = std::array::from_fn(|i| {
+            total += self.buckets[i].load(Ordering::Relaxed);
+            total
+        });
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        (cumulative, sum, self.count.load(Ordering::Relaxed))
     }
 }
 
@@ -165,5 +237,41 @@ impl Topology {
 
     pub fn find(&self, name: &str) -> Option<usize> {
         self.backends.iter().position(|b| b.name() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_counted_by_class() {
+        let backend = Backend::new(
+            "n".into(),
+            "127.0.0.1:1".parse().expect("addr"),
+            Kind::External,
+            HealthState::healthy(),
+        );
+        for status in [200, 204, 301, 404, 404, 502, 101] {
+            backend.count_response(status);
+        }
+        assert_eq!(backend.responses(), [2, 1, 2, 1]);
+    }
+
+    #[test]
+    fn the_histogram_is_cumulative_with_an_infinite_last_bucket() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_micros(500));
+        histogram.observe(Duration::from_millis(1));
+        histogram.observe(Duration::from_millis(30));
+        histogram.observe(Duration::from_secs(60));
+        let (buckets, sum, count) = histogram.snapshot();
+        assert_eq!(buckets[0], 2, "0.5 ms and exactly 1 ms are both <= 0.001");
+        assert_eq!(buckets[4], 2, "30 ms is above 0.025");
+        assert_eq!(buckets[5], 3);
+        assert_eq!(buckets[LATENCY_BUCKETS.len() - 1], 3);
+        assert_eq!(buckets[LATENCY_BUCKETS.len()], 4, "+Inf holds all");
+        assert_eq!(count, 4);
+        assert!((sum - 60.0315).abs() < 1e-9, "{sum}");
     }
 }

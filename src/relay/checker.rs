@@ -8,7 +8,8 @@
 //! checks on a timer.
 
 use super::backend::Backend;
-use super::health;
+use super::events::{EventKind, Events};
+use super::health::{self, FAILS_TO_DOWN, PASSES_TO_UP};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -31,11 +32,13 @@ pub struct CheckerSettings {
     pub path: Option<String>,
 }
 
-/// Checks `backend` until it is retired or `stop` is set, logging every flip.
+/// Checks `backend` until it is retired or `stop` is set, recording every
+/// flip as a `down` or `up` event.
 pub fn spawn_checker(
     backend: Arc<Backend>,
     settings: CheckerSettings,
     stop: Arc<AtomicBool>,
+    events: Arc<Events>,
 ) -> std::io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name(format!("health-{}", backend.addr))
@@ -57,43 +60,66 @@ pub fn spawn_checker(
                     continue;
                 }
                 next_check = now + settings.interval;
-                let ok = match &settings.path {
+                let outcome = match &settings.path {
                     Some(path) => active_check(&backend, path, &mut next_stats),
                     None => passive_probe(&backend),
                 };
-                if let Some(ok) = ok {
-                    if backend.health.observe(ok) {
-                        let state = if ok { "up again" } else { "down" };
-                        eprintln!(
-                            "relay: node {} at {} is {state}",
-                            backend.name(),
-                            backend.addr
-                        );
-                    }
+                let Some(outcome) = outcome else {
+                    continue;
+                };
+                if !backend.health.observe(outcome.is_ok()) {
+                    continue;
+                }
+                let name = backend.name();
+                match (outcome, settings.path.is_some()) {
+                    (Ok(()), true) => events.record(
+                        EventKind::Up,
+                        Some(&name),
+                        format!("{PASSES_TO_UP} health checks in a row passed"),
+                    ),
+                    (Ok(()), false) => events.record(
+                        EventKind::Up,
+                        Some(&name),
+                        format!("{PASSES_TO_UP} connects in a row succeeded"),
+                    ),
+                    (Err(why), _) => events.record(
+                        EventKind::Down,
+                        Some(&name),
+                        format!("{why} ({FAILS_TO_DOWN} checks failed)"),
+                    ),
                 }
             }
         })
 }
 
 /// One `GET --health-path`, and now and then `/stats` of a named external node.
-fn active_check(backend: &Backend, path: &str, next_stats: &mut Instant) -> Option<bool> {
+/// `Err`: why the check failed, in words.
+fn active_check(
+    backend: &Backend,
+    path: &str,
+    next_stats: &mut Instant,
+) -> Option<Result<(), String>> {
     let report = match health::check(backend.addr, path) {
         Ok(report) => report,
-        Err(_) => return Some(false),
+        Err(why) => return Some(Err(why)),
     };
     backend.learn(&report);
     if !backend.is_thread() && backend.is_named() && Instant::now() >= *next_stats {
         *next_stats = Instant::now() + STATS_INTERVAL;
         backend.set_remote_cache(health::fetch_cache_stats(backend.addr));
     }
-    Some(true)
+    Some(Ok(()))
 }
 
 /// Passive mode: nothing to learn while a node is up; a node that is down
 /// is welcomed back by connects that succeed.
-fn passive_probe(backend: &Backend) -> Option<bool> {
+fn passive_probe(backend: &Backend) -> Option<Result<(), String>> {
     if backend.health.is_up() {
         return None;
     }
-    Some(health::can_connect(backend.addr))
+    Some(if health::can_connect(backend.addr) {
+        Ok(())
+    } else {
+        Err("a connect failed".to_string())
+    })
 }

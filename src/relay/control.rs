@@ -18,6 +18,7 @@
 
 use super::backend::{Backend, Kind, Topology};
 use super::checker::{spawn_checker, CheckerSettings};
+use super::events::EventKind;
 use super::health::HealthState;
 use super::Relay;
 use crate::cli::{MAX_NODES, MAX_WEIGHT};
@@ -98,6 +99,14 @@ impl Relay {
                 ))
             }
         }
+        self.events.record(
+            EventKind::Kill,
+            Some(name),
+            format!(
+                "killed from the admin API (a simulated crash); the relay finds out as requests and checks fail at {}",
+                backend.addr
+            ),
+        );
         Ok(info(&backend))
     }
 
@@ -121,7 +130,20 @@ impl Relay {
             .map_err(|e| failed(cannot())(e.0))?;
         *server = Some(started);
         backend.pool.clear();
+        let was_up = backend.health.is_up();
         backend.health.reset(HealthState::healthy());
+        self.events.record(
+            EventKind::Revive,
+            Some(name),
+            format!("started again at {} with an empty cache", backend.addr),
+        );
+        if !was_up {
+            self.events.record(
+                EventKind::Up,
+                Some(name),
+                "marked up at once: the relay has just started it",
+            );
+        }
         Ok(info(&backend))
     }
 
@@ -164,6 +186,11 @@ impl Relay {
         self.start_checker(&backend).map_err(failed(
             "the new node's health checker could not be started".into(),
         ))?;
+        self.events.record(
+            EventKind::Add,
+            Some(&backend.name()),
+            format!("started at {addr} with weight {weight}"),
+        );
         Ok(info(&backend))
     }
 
@@ -190,12 +217,23 @@ impl Relay {
         while backend.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(2));
         }
+        let unfinished = backend.in_flight.load(Ordering::SeqCst);
         backend.retire();
         if let Some(mut server) = backend.server() {
             if let Some(mut running) = server.take() {
                 running.kill();
             }
         }
+        let detail = if unfinished == 0 {
+            "taken out of rotation, drained of its requests and stopped".to_string()
+        } else {
+            format!(
+                "taken out of rotation and stopped with {unfinished} requests unfinished after {} seconds",
+                DRAIN_TIMEOUT.as_secs()
+            )
+        };
+        self.events
+            .record(EventKind::Remove, Some(&backend.name()), detail);
         Ok(())
     }
 
@@ -224,8 +262,16 @@ impl Relay {
             }
             None => current.weights.clone(),
         };
+        let reweighted = weights != current.weights;
         self.swap(current.backends.clone(), weights, name)?;
-        Ok(self.topology())
+        let switched = self.topology();
+        let mut detail = format!("{} → {}", current.balancer.name(), switched.balancer.name());
+        if reweighted {
+            let list: Vec<String> = switched.weights.iter().map(u32::to_string).collect();
+            detail.push_str(&format!(", weights now {}", list.join(",")));
+        }
+        self.events.record(EventKind::Balancer, None, detail);
+        Ok(switched)
     }
 
     fn swap(
@@ -260,8 +306,13 @@ impl Relay {
             interval: self.config.health_interval,
             path: self.config.health_path.clone(),
         };
-        let checker = spawn_checker(Arc::clone(backend), settings, Arc::clone(&self.stop))
-            .map_err(|e| format!("cannot start a health checker: {e}"))?;
+        let checker = spawn_checker(
+            Arc::clone(backend),
+            settings,
+            Arc::clone(&self.stop),
+            Arc::clone(&self.events),
+        )
+        .map_err(|e| format!("cannot start a health checker: {e}"))?;
         self.checkers
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -28,6 +28,8 @@
 //! ([`super::tunnel`]). `CONNECT` never gets here (the relay answers 501).
 
 use super::backend::{Backend, Topology};
+use super::events::{EventKind, Events};
+use super::health::in_words;
 use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
@@ -45,7 +47,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A node slower than this to send its answer's head gets the client a 504.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -231,13 +233,15 @@ impl Outgoing<'_> {
     }
 }
 
-/// Forwards `request` through `exchange`, streaming both bodies.
+/// Forwards `request` through `exchange`, streaming both bodies. Retries,
+/// passive downs and the relay's own 502/503/504 go to `events`.
 pub fn forward(
     topology: &Topology,
     request: &Request,
     peer: SocketAddr,
     exchange: &mut Exchange<'_>,
     read_timeout: Duration,
+    events: &Events,
 ) -> Forwarded {
     let Some(mut out) = prepare(request, exchange) else {
         return Forwarded {
@@ -249,6 +253,8 @@ pub fn forward(
     let mut excluded = vec![false; topology.backends.len()];
     let mut last: Option<(Failure, Arc<Backend>)> = None;
     let mut retried_fresh = false;
+    // The node a failed attempt was on and why, until the retry is sent.
+    let mut retry_from: Option<(Arc<Backend>, String)> = None;
     loop {
         let states: Vec<_> = topology
             .backends
@@ -264,20 +270,34 @@ pub fn forward(
             break;
         };
         let backend = &topology.backends[index];
+        if let Some((from, why)) = retry_from.take() {
+            record_retry(events, request, &from, &why, backend);
+        }
         let _in_flight = InFlight::enter(&backend.in_flight);
         backend.requests.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let failure = match attempt(backend, &mut out, peer, exchange, read_timeout) {
             Ok(status) => {
+                if let Some(status) = status {
+                    backend.count_response(status);
+                    backend.latency.observe(started.elapsed());
+                }
                 return Forwarded {
                     status,
                     node: Some(Arc::clone(backend)),
-                }
+                };
             }
             Err(failure) => failure,
         };
         if matches!(failure, Failure::ClientBody | Failure::HeadTooLarge) {
             // The client's fault, not the node's: nothing to count or retry.
-            return answer_failure(exchange, failure, Some(Arc::clone(backend)));
+            return answer_failure(
+                exchange,
+                events,
+                request,
+                failure,
+                Some(Arc::clone(backend)),
+            );
         }
         if let Failure::Local(error) = &failure {
             // The relay's own trouble: not the node's failure, and told at
@@ -292,18 +312,23 @@ pub fn forward(
             backend.failures.fetch_add(1, Ordering::Relaxed);
         }
         if failure.marks_down() && backend.health.mark_down() {
-            eprintln!(
-                "relay: node {} at {} is down ({})",
-                backend.name(),
-                backend.addr,
-                describe(&failure)
+            events.record(
+                EventKind::Down,
+                Some(&backend.name()),
+                format!("{} (on a forwarded request)", describe(&failure)),
             );
         }
         if failure.marks_down() {
             backend.pool.clear();
         }
         if !out.may_retry(&failure) {
-            return answer_failure(exchange, failure, Some(Arc::clone(backend)));
+            return answer_failure(
+                exchange,
+                events,
+                request,
+                failure,
+                Some(Arc::clone(backend)),
+            );
         }
         // A pooled connection the node had closed just as it was reused says
         // nothing about the node: try it once more on a fresh connection.
@@ -313,15 +338,26 @@ pub fn forward(
         } else {
             excluded[index] = true;
         }
+        retry_from = Some((Arc::clone(backend), describe(&failure)));
         last = Some((failure, Arc::clone(backend)));
     }
     match last {
-        Some((failure, backend)) => answer_failure(exchange, failure, Some(backend)),
+        Some((failure, backend)) => {
+            answer_failure(exchange, events, request, failure, Some(backend))
+        }
         None => {
             exchange.respond(&Response::error(
                 503,
                 "no healthy node is available; try again shortly",
             ));
+            events.record(
+                EventKind::Error,
+                None,
+                format!(
+                    "answered 503 to {}: no healthy node was available",
+                    request_words(request)
+                ),
+            );
             Forwarded {
                 status: Some(503),
                 node: None,
@@ -330,25 +366,96 @@ pub fn forward(
     }
 }
 
+/// Answers the client for a failed request (unless the client is the one
+/// who failed); the answer is an `error` event, and a 502 or 504 counts as
+/// the node's 5xx (a 503 is the relay's own shortage, not the node's).
 fn answer_failure(
     exchange: &mut Exchange<'_>,
+    events: &Events,
+    request: &Request,
     failure: Failure,
     node: Option<Arc<Backend>>,
 ) -> Forwarded {
-    let status = failure.response().map(|response| {
-        exchange.respond(&response);
-        response.status
-    });
-    Forwarded { status, node }
+    let Some(response) = failure.response() else {
+        return Forwarded { status: None, node };
+    };
+    exchange.respond(&response);
+    let status = response.status;
+    let name = node.as_ref().map(|n| n.name());
+    // A head too large never reached the node; a 503 is the relay's own.
+    let nodes_answer = status != 503 && !matches!(failure, Failure::HeadTooLarge);
+    if let (Some(node), true) = (&node, nodes_answer) {
+        node.count_response(status);
+    }
+    if status < 500 {
+        // A client's mistake, not an event of the relay's.
+        return Forwarded {
+            status: Some(status),
+            node,
+        };
+    }
+    let why = match (&failure, &name) {
+        (Failure::Local(_), _) | (_, None) => describe(&failure),
+        (_, Some(name)) => format!("{name}: {}", describe(&failure)),
+    };
+    events.record(
+        EventKind::Error,
+        name.as_deref(),
+        format!("answered {status} to {}: {why}", request_words(request)),
+    );
+    Forwarded {
+        status: Some(status),
+        node,
+    }
 }
 
-/// A failure in words for the log.
+/// A retry is being sent: counted at the node it left (when it leaves it
+/// for another) and told as a `retry` event.
+fn record_retry(events: &Events, request: &Request, from: &Backend, why: &str, to: &Backend) {
+    let from_name = from.name();
+    let destination = if std::ptr::eq(from, to) {
+        format!("sent again to {from_name} on a fresh connection")
+    } else {
+        from.retries.fetch_add(1, Ordering::Relaxed);
+        format!("sent again to {}", to.name())
+    };
+    events.record(
+        EventKind::Retry,
+        Some(&from_name),
+        format!(
+            "{} failed at {from_name} ({why}); {destination}",
+            request_words(request)
+        ),
+    );
+}
+
+/// `GET /bookings/abc` (the target cut at 100 characters), for events.
+fn request_words(request: &Request) -> String {
+    let target: String = request.target.chars().take(100).collect();
+    let cut = if target.len() < request.target.len() {
+        "…"
+    } else {
+        ""
+    };
+    format!("{} {target}{cut}", request.method)
+}
+
+/// A failure in words, for events and the log.
 fn describe(failure: &Failure) -> String {
     match failure {
-        Failure::Connect(error) => format!("connection failed: {error}"),
-        Failure::NoAnswer { reset: true, .. } => "it reset the connection".into(),
+        Failure::Connect(error) => in_words(error),
+        Failure::Local(error) => format!(
+            "the relay could not open a connection ({}), which is no fault of the node",
+            in_words(error)
+        ),
+        Failure::NoAnswer { reset: true, .. } => "it reset the connection before answering".into(),
         Failure::NoAnswer { .. } => "it closed the connection without answering".into(),
-        other => format!("{other:?}"),
+        Failure::Timeout => format!("no answer within {} seconds", ANSWER_TIMEOUT.as_secs()),
+        Failure::BadAnswer(why) => format!("it sent a broken answer: {why}"),
+        Failure::ClientBody => "the client's request body could not be read".into(),
+        Failure::HeadTooLarge => {
+            "the request head, with the relay's own lines added, is over a node's limits".into()
+        }
     }
 }
 

@@ -151,7 +151,7 @@ const MAX_CHECK_BODY_BYTES: u64 = 64 * 1024;
 /// [`CHECK_TIMEOUT`]: the status and body. One request per check, never
 /// pipelined: many servers answer only the first of two.
 fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
-    let mut upstream = Upstream::connect(addr, CHECK_TIMEOUT).map_err(|e| e.to_string())?;
+    let mut upstream = Upstream::connect(addr, CHECK_TIMEOUT).map_err(|e| in_words(&e))?;
     let host = addr.to_string();
     let mut wire = Vec::with_capacity(128);
     write_request_head(
@@ -165,7 +165,7 @@ fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
         ],
         RequestBody::None,
     );
-    upstream.send(&wire).map_err(|e| e.to_string())?;
+    upstream.send(&wire).map_err(|e| in_words(&e))?;
     let head = upstream
         .read_head(false, CHECK_TIMEOUT)
         .map_err(|e| e.to_string())?;
@@ -173,6 +173,33 @@ fn get(addr: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
         .read_to_vec(&mut upstream, MAX_CHECK_BODY_BYTES)
         .map_err(|e| e.to_string())?;
     Ok((head.status, body))
+}
+
+/// A socket error as a person says it, for events and logs: "connection
+/// refused", not `Os { code: 111, .. }` nor "(os error 111)".
+pub fn in_words(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    let words = match error.kind() {
+        ErrorKind::ConnectionRefused => "connection refused",
+        ErrorKind::ConnectionReset => "connection reset",
+        ErrorKind::ConnectionAborted => "connection aborted",
+        ErrorKind::BrokenPipe => "connection closed while sending",
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => "timed out",
+        ErrorKind::AddrNotAvailable => "no local address or port free",
+        _ => {
+            let text = error.to_string();
+            let text = match text.find(" (os error") {
+                Some(end) => text[..end].to_string(),
+                None => text,
+            };
+            let mut chars = text.chars();
+            return match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => "an unknown error".to_string(),
+            };
+        }
+    };
+    words.to_string()
 }
 
 /// `GET path`: any 2xx or 3xx answer passes (as HAProxy's `httpchk` and
@@ -241,6 +268,24 @@ mod tests {
         assert!(!state.mark_down(), "already down");
         assert!(!state.observe(true));
         assert!(state.observe(true));
+    }
+
+    #[test]
+    fn socket_errors_are_told_in_words() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            in_words(&Error::from(ErrorKind::ConnectionRefused)),
+            "connection refused"
+        );
+        assert_eq!(
+            in_words(&Error::from_raw_os_error(111)),
+            "connection refused"
+        );
+        assert_eq!(
+            in_words(&Error::from_raw_os_error(24)),
+            "too many open files"
+        );
+        assert_eq!(in_words(&Error::other("Odd thing")), "odd thing");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod backend;
 pub mod checker;
 pub mod control;
+pub mod events;
 pub mod forward;
 pub mod health;
 pub mod pool;
@@ -28,6 +29,7 @@ use crate::names::NameGenerator;
 use crate::node::NodeServer;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
+use events::Events;
 use health::HealthState;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +58,8 @@ pub struct Relay {
     counters: Arc<ServerCounters>,
     /// Where the relay listens (the bound address, port included).
     listen_addr: SocketAddr,
+    /// The recent history (`/_relay/events`), shared with the checkers.
+    events: Arc<Events>,
 }
 
 impl Relay {
@@ -71,6 +75,11 @@ impl Relay {
     /// The client-side connection counters.
     pub fn counters(&self) -> &ServerCounters {
         &self.counters
+    }
+
+    /// The relay's recent history.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     /// The address the relay listens on (the bound one: a `:0` port resolved).
@@ -152,6 +161,7 @@ impl Handler for Relay {
             peer,
             exchange,
             self.config.read_timeout,
+            &self.events,
         );
         self.log_access(
             started,
@@ -218,6 +228,7 @@ impl RelayServer {
             changes: Mutex::new(()),
             counters: Arc::default(),
             listen_addr,
+            events: Arc::default(),
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;

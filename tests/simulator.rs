@@ -498,3 +498,42 @@ fn keyed_posts_retried_through_a_node_kill_create_one_row_per_key() {
         "exactly one row per key"
     );
 }
+
+#[test]
+fn a_revived_slow_node_keeps_its_node_delay() {
+    let relay = TestRelay::start(2, 5, "round-robin", |c| {
+        c.node_delays = vec![Duration::ZERO, Duration::from_millis(50)]
+    });
+    let slow = relay.node_names()[1].clone();
+    for verb in ["kill", "revive"] {
+        let reply = admin(
+            relay.addr,
+            "POST",
+            &format!("/_relay/nodes/{slow}/{verb}"),
+            "",
+        );
+        assert_eq!(reply.status, 200, "{verb}: {}", reply.text());
+    }
+    relay.wait_for_status("the revived node up", Duration::from_secs(5), |s| {
+        node_field(s, &slow, "healthy") == Value::Bool(true)
+    });
+    // Round-robin alternates: among a few GETs, some reach the revived node,
+    // and each of those still takes its 50 ms.
+    let mut client = relay.client();
+    let mut timed_at_slow = Vec::new();
+    for _ in 0..6 {
+        let started = Instant::now();
+        let reply = client.get("/bookings?limit=1");
+        assert_eq!(reply.status, 200);
+        if reply.header("X-Node") == Some(slow.as_str()) {
+            timed_at_slow.push(started.elapsed());
+        }
+    }
+    assert!(!timed_at_slow.is_empty(), "no GET reached {slow}");
+    for took in timed_at_slow {
+        assert!(
+            took >= Duration::from_millis(50),
+            "the revived node answered in {took:?}: its --node-delay was lost"
+        );
+    }
+}

@@ -156,6 +156,11 @@ impl Node {
         &self.name
     }
 
+    /// The extra service time per booking request (`--node-delay`).
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
     /// For reads. Writes go through [`Node::write`], or a kill could not stop them.
     pub fn store(&self) -> &Store {
         &self.store

@@ -18,8 +18,12 @@ use std::time::Duration;
 
 /// How the relay runs a node.
 pub enum Kind {
-    /// A node thread the relay spawned (and can kill and revive).
-    Thread(Mutex<Option<NodeServer>>),
+    /// A node thread the relay spawned (and can kill and revive), with the
+    /// extra service time it was started with, which a revive keeps.
+    Thread {
+        server: Mutex<Option<NodeServer>>,
+        delay: Duration,
+    },
     /// Any HTTP server given with `--backend`.
     External,
 }
@@ -55,7 +59,7 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(name: String, addr: SocketAddr, kind: Kind, initial: HealthState) -> Backend {
-        let kind_is_thread = matches!(kind, Kind::Thread(_));
+        let kind_is_thread = matches!(kind, Kind::Thread { .. });
         Backend {
             name: RwLock::new(name),
             addr,
@@ -79,12 +83,20 @@ impl Backend {
     }
 
     pub fn is_thread(&self) -> bool {
-        matches!(self.kind, Kind::Thread(_))
+        matches!(self.kind, Kind::Thread { .. })
+    }
+
+    /// The extra service time of a spawned node; `None` for an external one.
+    pub fn node_delay(&self) -> Option<Duration> {
+        match &self.kind {
+            Kind::Thread { delay, .. } => Some(*delay),
+            Kind::External => None,
+        }
     }
 
     pub fn server(&self) -> Option<MutexGuard<'_, Option<NodeServer>>> {
         match &self.kind {
-            Kind::Thread(server) => Some(server.lock().unwrap_or_else(|e| e.into_inner())),
+            Kind::Thread { server, .. } => Some(server.lock().unwrap_or_else(|e| e.into_inner())),
             Kind::External => None,
         }
     }

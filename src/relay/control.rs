@@ -126,7 +126,8 @@ impl Relay {
         let cannot = || format!("node '{name}' could not be started again");
         let listener =
             launch::bind(&backend.addr.to_string()).map_err(|e| failed(cannot())(e.0))?;
-        let started = launch::start_node(&self.node_config(name, Duration::ZERO), listener)
+        let delay = backend.node_delay().unwrap_or_default();
+        let started = launch::start_node(&self.node_config(name, delay), listener)
             .map_err(|e| failed(cannot())(e.0))?;
         *server = Some(started);
         backend.pool.clear();
@@ -174,7 +175,10 @@ impl Relay {
         let backend = Arc::new(Backend::new(
             name,
             addr,
-            Kind::Thread(Mutex::new(Some(server))),
+            Kind::Thread {
+                server: Mutex::new(Some(server)),
+                delay: Duration::ZERO,
+            },
             HealthState::healthy(),
         ));
         let current = self.topology();

@@ -196,7 +196,10 @@ impl RelayServer {
             backends.push(Arc::new(Backend::new(
                 name,
                 addr,
-                Kind::Thread(Mutex::new(Some(server))),
+                Kind::Thread {
+                    delay: server.node().delay(),
+                    server: Mutex::new(Some(server)),
+                },
                 HealthState::healthy(),
             )));
         }

@@ -383,6 +383,33 @@ impl Booking {
         if let Some((key, _)) = members.iter().find(|(k, _)| !FIELDS.contains(&k.as_str())) {
             return Err(unknown_field(key));
         }
+        if mode == Mode::Create {
+            // Every missing required field at once, so one round trip tells
+            // a client all it left out.
+            let missing: Vec<&str> = Field::ALL
+                .iter()
+                .filter(|&&field| field != Field::BookingId)
+                .filter(|&&field| matches!(self.slot(field), Slot::Required(_) | Slot::Number(_)))
+                .map(|field| field.name())
+                .filter(|name| {
+                    matches!(
+                        members.iter().find(|(k, _)| k == name),
+                        None | Some((_, Value::Null))
+                    )
+                })
+                .collect();
+            match missing.as_slice() {
+                [] => {}
+                [one] => return Err(invalid(format!("{one} is required"))),
+                many => {
+                    return Err(invalid(format!(
+                        "{} required fields are missing: {}",
+                        many.len(),
+                        many.join(", ")
+                    )))
+                }
+            }
+        }
         let old_id = self.booking_id.clone();
         for field in Field::ALL {
             let name = field.name();
@@ -769,10 +796,25 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_object_reports_the_first_required_field() {
-        assert_eq!(
-            create_err(&Value::Object(Vec::new())),
-            "customer_id is required"
+    fn an_empty_object_reports_every_required_field() {
+        let err = create_err(&Value::Object(Vec::new()));
+        assert!(
+            err.starts_with("14 required fields are missing: customer_id, "),
+            "{err}"
+        );
+        let required: Vec<&str> = Field::ALL
+            .iter()
+            .filter(|&&f| f != Field::BookingId)
+            .filter(|&&f| !matches!(Booking::blank().slot(f), Slot::Optional(_)))
+            .map(|f| f.name())
+            .collect();
+        assert_eq!(required.len(), 14);
+        for name in required {
+            assert!(err.contains(name), "{name} missing from: {err}");
+        }
+        assert!(
+            !err.contains("travel_agency"),
+            "an optional field is not required: {err}"
         );
     }
 

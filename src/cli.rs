@@ -6,7 +6,7 @@
 //! Both `--option value` and `--option=value` are accepted. Every option has a
 //! default, so `bookrelay` alone starts a working system.
 
-use crate::balancer::NAMES;
+use crate::balancer::{BoundedConsistentHash, NAMES};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,7 +26,8 @@ pub const ADMIN_TOKEN_ENV: &str = "BOOKRELAY_ADMIN_TOKEN";
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Relay(RelayConfig),
+    /// Boxed: the relay's options are several times the size of the others.
+    Relay(Box<RelayConfig>),
     Node(NodeArgs),
     /// Print this text and exit 0.
     Help(&'static str),
@@ -41,6 +42,10 @@ pub struct RelayConfig {
     pub backends: Vec<String>,
     pub balancer: String,
     pub weights: Option<Vec<u32>>,
+    /// `bounded-consistent-hash`: no node takes more than this × the average load (> 1).
+    pub hash_balance_factor: f64,
+    /// How long a node that came up takes to ramp to its full share; zero: off.
+    pub slow_start: Duration,
     pub db: PathBuf,
     pub seed: usize,
     pub cache_capacity: usize,
@@ -74,6 +79,8 @@ impl Default for RelayConfig {
             backends: Vec::new(),
             balancer: "round-robin".into(),
             weights: None,
+            hash_balance_factor: BoundedConsistentHash::DEFAULT_FACTOR,
+            slow_start: Duration::ZERO,
             db: PathBuf::from("bookings.db"),
             seed: 200,
             cache_capacity: 1024,
@@ -143,8 +150,13 @@ Options:
   --nodes N                node threads to spawn [default: 3]
   --backend ADDR           an external HTTP server to balance over (repeatable)
   --balancer NAME          round-robin, random, weighted, least-connections,
-                           consistent-hash or p2c [default: round-robin]
+                           consistent-hash, p2c, bounded-consistent-hash or peak-ewma
+                           [default: round-robin]
   --weights W,W,...        one weight (0-1000) per node/backend, in order [default: all 1]
+  --hash-balance-factor F  bounded-consistent-hash: no node takes more than F times the
+                           average load; F above 1 [default: 1.25]
+  --slow-start SECS        a node that comes up (revived, added, healthy again) ramps from
+                           10% to its full share over SECS seconds; 0 = off [default: 0]
   --db PATH                SQLite file the spawned nodes share [default: bookings.db]
   --seed N                 sample bookings to insert into an empty table [default: 200]
   --cache-capacity N       LRU entries per node [default: 1024]
@@ -224,6 +236,20 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 )?;
                 config.weights = Some(weights);
             }
+            "--hash-balance-factor" => {
+                let value = options.value(&option)?;
+                match value.parse::<f64>() {
+                    Ok(factor) if factor.is_finite() && factor > 1.0 => {
+                        config.hash_balance_factor = factor;
+                    }
+                    _ => {
+                        return Err(Error(format!(
+                            "--hash-balance-factor needs a number above 1 like 1.25, got '{value}'"
+                        )))
+                    }
+                }
+            }
+            "--slow-start" => config.slow_start = Duration::from_secs(options.number(&option)?),
             "--db" => config.db = PathBuf::from(options.value(&option)?),
             "--seed" => config.seed = options.number(&option)? as usize,
             "--cache-capacity" => config.cache_capacity = options.number(&option)? as usize,
@@ -327,7 +353,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
             config.nodes
         )));
     }
-    Ok(Command::Relay(config))
+    Ok(Command::Relay(Box::new(config)))
 }
 
 const RELAY_OPTIONS: &[&str] = &[
@@ -336,6 +362,8 @@ const RELAY_OPTIONS: &[&str] = &[
     "--backend",
     "--balancer",
     "--weights",
+    "--hash-balance-factor",
+    "--slow-start",
     "--db",
     "--seed",
     "--cache-capacity",
@@ -534,7 +562,7 @@ mod tests {
 
     fn relay(line: &str) -> RelayConfig {
         match parse(&args(line)) {
-            Ok(Command::Relay(config)) => config,
+            Ok(Command::Relay(config)) => *config,
             other => panic!("expected a relay config for '{line}', got {other:?}"),
         }
     }
@@ -614,6 +642,49 @@ mod tests {
         assert!(error("--read-timeout x").starts_with("--read-timeout needs"));
         assert_eq!(error("--access-log=yes"), "unexpected value 'yes'");
         assert!(error("--nodes 64 --backend 127.0.0.1:1").contains("at most 64"));
+    }
+
+    #[test]
+    fn the_new_balancers_and_their_options_parse() {
+        for name in ["bounded-consistent-hash", "peak-ewma"] {
+            assert_eq!(relay(&format!("--balancer {name}")).balancer, name);
+            assert!(RELAY_HELP.contains(name), "{name} in --help");
+        }
+        assert_eq!(relay("").hash_balance_factor, 1.25);
+        assert_eq!(relay("").slow_start, Duration::ZERO);
+        let config = relay("--hash-balance-factor 1.5 --slow-start=30");
+        assert_eq!(config.hash_balance_factor, 1.5);
+        assert_eq!(config.slow_start, Duration::from_secs(30));
+        assert_eq!(relay("--hash-balance-factor=2").hash_balance_factor, 2.0);
+        assert!(RELAY_HELP.contains("--hash-balance-factor F"));
+        assert!(RELAY_HELP.contains("--slow-start SECS"));
+    }
+
+    #[test]
+    fn bad_factors_and_windows_name_the_option() {
+        for bad in ["1", "1.0", "0.9", "-2", "x", "NaN", "inf", ""] {
+            assert_eq!(
+                error(&format!("--hash-balance-factor={bad}")),
+                format!("--hash-balance-factor needs a number above 1 like 1.25, got '{bad}'"),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            error("--hash-balance-factor"),
+            "--hash-balance-factor needs a value"
+        );
+        assert_eq!(
+            error("--slow-start soon"),
+            "--slow-start needs a whole number, got 'soon'"
+        );
+        assert_eq!(
+            error("--slow-start -1"),
+            "--slow-start needs a whole number, got '-1'"
+        );
+        assert_eq!(
+            error("--slow-strat 5"),
+            "unknown option --slow-strat (did you mean --slow-start?)"
+        );
     }
 
     #[test]

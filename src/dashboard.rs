@@ -24,4 +24,14 @@ mod tests {
         // It polls the relay's status: API base plus "/status".
         assert!(PAGE.contains("\"/_relay\"") && PAGE.contains("\"/status\""));
     }
+
+    #[test]
+    fn the_balancer_list_offers_every_strategy() {
+        for name in crate::balancer::NAMES {
+            assert!(
+                PAGE.contains(&format!("<option>{name}</option>")),
+                "{name} missing from the dashboard's balancer list"
+            );
+        }
+    }
 }

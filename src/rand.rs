@@ -214,6 +214,12 @@ impl AtomicRng {
     pub fn below(&self, n: u64) -> u64 {
         below_with(n, || self.next_u64())
     }
+
+    /// A uniform value in `[0, 1)` with 53 bits of precision, as [`Rng::next_f64`].
+    pub fn next_f64(&self) -> f64 {
+        const SCALE: f64 = 1.0 / (1u64 << 53) as f64;
+        (self.next_u64() >> 11) as f64 * SCALE
+    }
 }
 
 #[cfg(test)]

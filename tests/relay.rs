@@ -477,6 +477,8 @@ fn bad_options_exit_2_and_a_busy_port_exits_1() {
         (&["--balancer", "bogus"][..], "--balancer"),
         (&["--nodes", "0"][..], "--backend"),
         (&["--frobnicate"][..], "--frobnicate"),
+        (&["--hash-balance-factor", "1"][..], "--hash-balance-factor"),
+        (&["--slow-start", "soon"][..], "--slow-start"),
     ] {
         let output = run(args);
         assert_eq!(output.status.code(), Some(2), "{args:?}");

@@ -39,7 +39,7 @@ fn fmix64(mut h: u64) -> u64 {
 /// The ring's hash for points and keys. FNV-1a alone leaves inputs that differ only in their
 /// last bytes (`node#1`, `node#2`) close together and clustered on the ring; the finalizer
 /// scatters them.
-fn ring_hash(text: &str) -> u64 {
+pub(super) fn ring_hash(text: &str) -> u64 {
     fmix64(fnv1a64(text.as_bytes()))
 }
 
@@ -54,8 +54,8 @@ fn ring_hash(text: &str) -> u64 {
 #[derive(Debug)]
 pub struct ConsistentHash {
     /// `(point, node index)`, sorted by point (then index, so equal points order stably).
-    ring: Vec<(u64, usize)>,
-    node_count: usize,
+    pub(super) ring: Vec<(u64, usize)>,
+    pub(super) node_count: usize,
     fallback: Turns,
 }
 

@@ -14,6 +14,8 @@
 //! | `least-connections` | fewest requests in flight             | ignored    | used        | ignored |
 //! | `consistent-hash`   | the key's owner on a hash ring        | ring share | ignored     | used    |
 //! | `p2c`               | the less loaded of two random nodes   | ignored    | used        | ignored |
+//! | `bounded-consistent-hash` | the key's owner unless over its load bound | ring share | used | used |
+//! | `peak-ewma`         | lowest latency × load of two random   | ignored    | used        | ignored |
 //!
 //! Rules every strategy follows:
 //!
@@ -26,24 +28,31 @@
 //!   picked. The relay rebuilds the balancer whenever the node set changes, so this only
 //!   covers the moment in between.
 //! - **No sockets, clock or globals.** A balancer's choices depend only on its construction,
-//!   its seed, the slices it has been shown and the order of picks, so tests can assert exact
-//!   sequences. `pick` runs concurrently through `&self`; state lives in atomics, or in a
+//!   its seed, the slices it has been shown, the outcomes it has been told of
+//!   ([`Balancer::observe`]) and the order of picks, so tests can assert exact sequences.
+//!   `peak-ewma`, the one strategy that needs time, reads it through a [`Clock`] it is built
+//!   with, which tests replace by a fake one. `pick` runs concurrently through `&self`; state lives in atomics, or in a
 //!   `Mutex` where one pick must update several values together (`weighted`).
 //!
 //! Load is read from [`NodeState::in_flight`], which the relay fills from per-node counters
 //! kept by [`InFlight`] guards. The counter belongs to the node, not the balancer, so the
 //! count stays right while a balancer is rebuilt or the strategy switched mid-request.
 
+mod bounded_consistent_hash;
 mod consistent_hash;
 mod least_connections;
 mod p2c;
+mod peak_ewma;
 mod random;
 mod round_robin;
+pub mod slow_start;
 mod weighted;
 
+pub use bounded_consistent_hash::BoundedConsistentHash;
 pub use consistent_hash::ConsistentHash;
 pub use least_connections::LeastConnections;
 pub use p2c::PowerOfTwoChoices;
+pub use peak_ewma::{Clock, PeakEwma, SystemClock};
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use weighted::SmoothWeighted;
@@ -51,6 +60,7 @@ pub use weighted::SmoothWeighted;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What a balancer is built from: the node set, in the relay's order. Rebuilt whenever the set
 /// or weights change.
@@ -87,16 +97,42 @@ pub trait Balancer: Send + Sync {
     /// the missing nodes count as unhealthy, and entries beyond the spec count are never
     /// picked.
     fn pick(&self, nodes: &[NodeState], key: Option<&str>) -> Option<usize>;
+
+    /// Told after every attempt on the node at `index` (an index into the specs it was built
+    /// with): how long the attempt took and whether the node answered (`ok`) or failed.
+    /// Only latency-aware strategies (`peak-ewma`) use it; the default does nothing. An index
+    /// beyond the specs is ignored.
+    fn observe(&self, index: usize, elapsed: Duration, ok: bool) {
+        let _ = (index, elapsed, ok);
+    }
+}
+
+/// Tuning of the strategies that have any, from the command line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Options {
+    /// `bounded-consistent-hash`: no node takes more than this × the average load
+    /// (`--hash-balance-factor`, > 1).
+    pub hash_balance_factor: f64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            hash_balance_factor: BoundedConsistentHash::DEFAULT_FACTOR,
+        }
+    }
 }
 
 /// Every strategy's CLI name, in the order `--help` lists them.
-pub const NAMES: [&str; 6] = [
+pub const NAMES: [&str; 8] = [
     RoundRobin::NAME,
     Random::NAME,
     SmoothWeighted::NAME,
     LeastConnections::NAME,
     ConsistentHash::NAME,
     PowerOfTwoChoices::NAME,
+    BoundedConsistentHash::NAME,
+    PeakEwma::NAME,
 ];
 
 /// The error for a strategy name that is not one of [`NAMES`]; holds the name given.
@@ -128,6 +164,19 @@ pub fn by_name(
     specs: &[NodeSpec],
     seed: u64,
 ) -> Result<Box<dyn Balancer>, UnknownBalancer> {
+    build(name, specs, seed, &Options::default())
+}
+
+/// [`by_name`] with the strategies' tuning given (`--hash-balance-factor`).
+///
+/// # Errors
+/// [`UnknownBalancer`] as for [`by_name`].
+pub fn build(
+    name: &str,
+    specs: &[NodeSpec],
+    seed: u64,
+    options: &Options,
+) -> Result<Box<dyn Balancer>, UnknownBalancer> {
     Ok(match name {
         RoundRobin::NAME => Box::new(RoundRobin::new(specs)),
         Random::NAME => Box::new(Random::new(specs, seed)),
@@ -135,6 +184,11 @@ pub fn by_name(
         LeastConnections::NAME => Box::new(LeastConnections::new(specs)),
         ConsistentHash::NAME => Box::new(ConsistentHash::new(specs)),
         PowerOfTwoChoices::NAME => Box::new(PowerOfTwoChoices::new(specs, seed)),
+        BoundedConsistentHash::NAME => Box::new(BoundedConsistentHash::new(
+            specs,
+            options.hash_balance_factor,
+        )),
+        PeakEwma::NAME => Box::new(PeakEwma::new(specs, seed, Arc::new(SystemClock))),
         _ => return Err(UnknownBalancer(name.to_owned())),
     })
 }
@@ -343,7 +397,7 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "unknown balancer 'fastest' (expected one of: round-robin, random, weighted, \
-             least-connections, consistent-hash, p2c)"
+             least-connections, consistent-hash, p2c, bounded-consistent-hash, peak-ewma)"
         );
         assert!(
             by_name("Round-Robin", &specs(3), 1).is_err(),

@@ -24,6 +24,7 @@ use crate::json::{self, Value};
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 /// Answers a request whose path starts with `/_relay`.
 pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
@@ -314,7 +315,10 @@ fn switch_balancer(relay: &Relay, body: &[u8]) -> Response {
     let Some(name) = body.get("balancer").and_then(Value::as_str) else {
         return Response::error(
             400,
-            "send {\"balancer\":NAME} with NAME one of round-robin, random, weighted, least-connections, consistent-hash, p2c",
+            &format!(
+                "send {{\"balancer\":NAME}} with NAME one of {}",
+                crate::balancer::NAMES.join(", ")
+            ),
         );
     };
     let weights = match body.get("weights") {
@@ -402,7 +406,19 @@ pub fn balancer_json(topology: &Topology) -> String {
     out
 }
 
+/// A finite number as JSON with at most three decimals (`2`, `0.55`).
+fn json_number(value: f64) -> String {
+    let text = format!("{value:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text.is_empty() || text == "-" {
+        "0".into()
+    } else {
+        text.into()
+    }
+}
+
 /// `{"balancer":NAME,"nodes":[{…}…]}` as SPEC §5 lists, plus
+/// `effective_weight` (the weight scaled by the `--slow-start` ramp),
 /// `connections_opened` (connections the relay ever opened to the node),
 /// `retries` (requests that failed there and went to another node) and
 /// `responses` (the clients' answers by status class).
@@ -411,6 +427,7 @@ pub fn status_json(topology: &Topology) -> String {
     out.push_str("{\"balancer\":");
     json::write_str(&mut out, topology.balancer.name());
     out.push_str(",\"nodes\":[");
+    let effective = topology.effective_weights(Instant::now());
     for (i, (backend, weight)) in topology.backends.iter().zip(&topology.weights).enumerate() {
         if i > 0 {
             out.push(',');
@@ -430,10 +447,11 @@ pub fn status_json(topology: &Topology) -> String {
         };
         let _ = write!(
             out,
-            ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{weight},\"in_flight\":{},\"requests\":{},\
+            ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{weight},\"effective_weight\":{},\"in_flight\":{},\"requests\":{},\
              \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{},\
              \"retries\":{},\"responses\":{{",
             backend.state().healthy,
+            json_number(effective[i]),
             backend.in_flight.load(Ordering::Relaxed),
             backend.requests.load(Ordering::Relaxed),
             backend.failures.load(Ordering::Relaxed),
@@ -648,7 +666,40 @@ mod tests {
         backends[0]
             .latency
             .observe(std::time::Duration::from_millis(20));
-        Topology::build(backends, vec![2, 1], "weighted", 1).expect("topology")
+        Topology::build(
+            backends,
+            vec![2, 1],
+            "weighted",
+            1,
+            &crate::balancer::Options::default(),
+        )
+        .expect("topology")
+    }
+
+    #[test]
+    fn status_shows_a_ramping_nodes_effective_weight() {
+        let topology = topology();
+        let long_ago = Instant::now() - std::time::Duration::from_secs(50);
+        // Up 50 s ago with a 100 s ramp: 0.1 + 0.9 × 0.5 = 0.55 of weight 2.
+        topology.backends[0].begin_slow_start(std::time::Duration::from_secs(100), long_ago);
+        let status = json::parse(status_json(&topology).as_bytes()).expect("valid JSON");
+        let nodes = status
+            .get("nodes")
+            .and_then(|v| v.as_array())
+            .expect("nodes");
+        let effective = nodes[0]
+            .get("effective_weight")
+            .and_then(|v| v.as_f64())
+            .expect("effective_weight");
+        assert!((effective - 1.1).abs() < 0.01, "{effective}");
+        assert_eq!(nodes[0].get("weight").and_then(|v| v.as_f64()), Some(2.0));
+        assert_eq!(
+            nodes[1].get("effective_weight").and_then(|v| v.as_f64()),
+            Some(1.0)
+        );
+        assert_eq!(json_number(0.55), "0.55");
+        assert_eq!(json_number(2.0), "2");
+        assert_eq!(json_number(0.0), "0");
     }
 
     #[test]
@@ -669,6 +720,7 @@ mod tests {
             "kind",
             "healthy",
             "weight",
+            "effective_weight",
             "in_flight",
             "requests",
             "failures",

@@ -9,12 +9,14 @@
 
 use super::health::{CheckReport, Health, HealthState};
 use super::pool::Pool;
+use crate::balancer::slow_start::SlowStart;
 use crate::balancer::{self, Balancer, NodeSpec, NodeState, UnknownBalancer};
 use crate::node::NodeServer;
+use crate::rand::AtomicRng;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How the relay runs a node.
 pub enum Kind {
@@ -55,6 +57,8 @@ pub struct Backend {
     named: AtomicBool,
     /// Removed from the relay: checkers stop, no new requests.
     retired: AtomicBool,
+    /// The `--slow-start` ramp since the node last came up.
+    slow_start: Mutex<SlowStart>,
 }
 
 impl Backend {
@@ -75,6 +79,7 @@ impl Backend {
             remote_cache: Mutex::new(None),
             named: AtomicBool::new(kind_is_thread),
             retired: AtomicBool::new(false),
+            slow_start: Mutex::new(SlowStart::default()),
         }
     }
 
@@ -162,6 +167,22 @@ impl Backend {
         self.retired.load(Ordering::SeqCst)
     }
 
+    /// The node came up at `now` (revived, added, or found healthy again): its share ramps
+    /// up over `window` (`--slow-start`; zero: at once).
+    pub fn begin_slow_start(&self, window: Duration, now: Instant) {
+        let mut ramp = self.slow_start.lock().unwrap_or_else(|e| e.into_inner());
+        *ramp = SlowStart::new(window);
+        ramp.begin(now);
+    }
+
+    /// The fraction of its weight the node gets at `now` (see [`SlowStart::factor`]).
+    pub fn slow_start_factor(&self, now: Instant) -> f64 {
+        self.slow_start
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .factor(now)
+    }
+
     /// What the balancer may know of this node now.
     pub fn state(&self) -> NodeState {
         NodeState {
@@ -220,15 +241,19 @@ pub struct Topology {
     pub backends: Vec<Arc<Backend>>,
     pub weights: Vec<u32>,
     pub balancer: Box<dyn Balancer>,
+    /// Draws which ramping nodes (`--slow-start`) sit out a pick.
+    pub ramp_rng: AtomicRng,
 }
 
 impl Topology {
-    /// Builds the balancer `name` over `backends` with `weights` (same length).
+    /// Builds the balancer `name` over `backends` with `weights` (same length), tuned by
+    /// `options`.
     pub fn build(
         backends: Vec<Arc<Backend>>,
         weights: Vec<u32>,
         name: &str,
         seed: u64,
+        options: &balancer::Options,
     ) -> Result<Topology, UnknownBalancer> {
         debug_assert_eq!(backends.len(), weights.len());
         let specs: Vec<NodeSpec> = backends
@@ -239,12 +264,47 @@ impl Topology {
                 weight,
             })
             .collect();
-        let balancer = balancer::by_name(name, &specs, seed)?;
+        let balancer = balancer::build(name, &specs, seed, options)?;
         Ok(Topology {
             backends,
             weights,
             balancer,
+            ramp_rng: AtomicRng::new(seed.rotate_left(32)),
         })
+    }
+
+    /// The nodes' states for one pick, with ramping nodes thinned out (see
+    /// [`balancer::slow_start::thin`]); `excluded` nodes count as unhealthy.
+    pub fn states(&self, excluded: &[bool], now: Instant) -> Vec<NodeState> {
+        let mut states: Vec<NodeState> = self
+            .backends
+            .iter()
+            .zip(excluded)
+            .map(|(backend, &excluded)| {
+                let mut state = backend.state();
+                state.healthy &= !excluded;
+                state
+            })
+            .collect();
+        let factors: Vec<f64> = self
+            .backends
+            .iter()
+            .map(|backend| backend.slow_start_factor(now))
+            .collect();
+        if factors.iter().any(|&factor| factor < 1.0) {
+            balancer::slow_start::thin(&mut states, &factors, || self.ramp_rng.next_f64());
+        }
+        states
+    }
+
+    /// Each node's weight scaled by its slow-start factor at `now`, as `/_relay/status`
+    /// shows it.
+    pub fn effective_weights(&self, now: Instant) -> Vec<f64> {
+        self.backends
+            .iter()
+            .zip(&self.weights)
+            .map(|(backend, &weight)| f64::from(weight) * backend.slow_start_factor(now))
+            .collect()
     }
 
     pub fn find(&self, name: &str) -> Option<usize> {

@@ -30,6 +30,8 @@ pub struct CheckerSettings {
     pub interval: Duration,
     /// `GET` this path; `None`: passive health only.
     pub path: Option<String>,
+    /// `--slow-start`: a node found healthy again ramps up over this window.
+    pub slow_start: Duration,
 }
 
 /// Checks `backend` until it is retired or `stop` is set, recording every
@@ -69,6 +71,9 @@ pub fn spawn_checker(
                 };
                 if !backend.health.observe(outcome.is_ok()) {
                     continue;
+                }
+                if outcome.is_ok() {
+                    backend.begin_slow_start(settings.slow_start, Instant::now());
                 }
                 let name = backend.name();
                 match (outcome, settings.path.is_some()) {

@@ -133,6 +133,7 @@ impl Relay {
         backend.pool.clear();
         let was_up = backend.health.is_up();
         backend.health.reset(HealthState::healthy());
+        backend.begin_slow_start(self.config.slow_start, Instant::now());
         self.events.record(
             EventKind::Revive,
             Some(name),
@@ -181,6 +182,7 @@ impl Relay {
             },
             HealthState::healthy(),
         ));
+        backend.begin_slow_start(self.config.slow_start, Instant::now());
         let current = self.topology();
         let mut backends = current.backends.clone();
         let mut weights = current.weights.clone();
@@ -289,10 +291,17 @@ impl Relay {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next_u64();
-        let topology = Topology::build(backends, weights, balancer, seed)
+        let topology = Topology::build(backends, weights, balancer, seed, &self.balancer_options())
             .map_err(|e| refuse(400, e.to_string()))?;
         *self.topology.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(topology);
         Ok(())
+    }
+
+    /// The strategies' tuning from the command line.
+    pub(super) fn balancer_options(&self) -> crate::balancer::Options {
+        crate::balancer::Options {
+            hash_balance_factor: self.config.hash_balance_factor,
+        }
     }
 
     fn node_config(&self, name: &str, delay: Duration) -> NodeConfig {
@@ -309,6 +318,7 @@ impl Relay {
         let settings = CheckerSettings {
             interval: self.config.health_interval,
             path: self.config.health_path.clone(),
+            slow_start: self.config.slow_start,
         };
         let checker = spawn_checker(
             Arc::clone(backend),

@@ -256,16 +256,7 @@ pub fn forward(
     // The node a failed attempt was on and why, until the retry is sent.
     let mut retry_from: Option<(Arc<Backend>, String)> = None;
     loop {
-        let states: Vec<_> = topology
-            .backends
-            .iter()
-            .zip(&excluded)
-            .map(|(backend, &excluded)| {
-                let mut state = backend.state();
-                state.healthy &= !excluded;
-                state
-            })
-            .collect();
+        let states = topology.states(&excluded, Instant::now());
         let Some(index) = topology.balancer.pick(&states, key.as_deref()) else {
             break;
         };
@@ -278,9 +269,11 @@ pub fn forward(
         let started = Instant::now();
         let failure = match attempt(backend, &mut out, peer, exchange, read_timeout) {
             Ok(status) => {
+                let took = started.elapsed();
+                topology.balancer.observe(index, took, true);
                 if let Some(status) = status {
                     backend.count_response(status);
-                    backend.latency.observe(started.elapsed());
+                    backend.latency.observe(took);
                 }
                 return Forwarded {
                     status,
@@ -310,6 +303,7 @@ pub fn forward(
             });
         } else {
             backend.failures.fetch_add(1, Ordering::Relaxed);
+            topology.balancer.observe(index, started.elapsed(), false);
         }
         if failure.marks_down() && backend.health.mark_down() {
             events.record(

@@ -212,8 +212,17 @@ impl RelayServer {
             .clone()
             .unwrap_or_else(|| vec![1; backends.len()]);
         let mut seeds = Rng::from_entropy();
-        let topology = Topology::build(backends, weights, &config.balancer, seeds.next_u64())
-            .map_err(|e| LaunchError(e.to_string()))?;
+        let options = crate::balancer::Options {
+            hash_balance_factor: config.hash_balance_factor,
+        };
+        let topology = Topology::build(
+            backends,
+            weights,
+            &config.balancer,
+            seeds.next_u64(),
+            &options,
+        )
+        .map_err(|e| LaunchError(e.to_string()))?;
         let listen_addr = listener
             .local_addr()
             .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;

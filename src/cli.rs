@@ -26,7 +26,8 @@ pub const ADMIN_TOKEN_ENV: &str = "BOOKRELAY_ADMIN_TOKEN";
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Relay(RelayConfig),
+    /// Boxed: the relay's options are many times the size of the others.
+    Relay(Box<RelayConfig>),
     Node(NodeArgs),
     /// Print this text and exit 0.
     Help(&'static str),
@@ -49,6 +50,9 @@ pub struct RelayConfig {
     pub health_interval: Duration,
     /// What the active check requests; `None`: passive health only.
     pub health_path: Option<String>,
+    /// How long a node's first outlier ejection lasts (later ones: this ×
+    /// their count; see [`crate::relay::outlier`]).
+    pub ejection_time: Duration,
     /// Largest request body the relay forwards.
     pub max_body_bytes: u64,
     /// Longest silence between two pieces of a backend's response body.
@@ -81,6 +85,7 @@ impl Default for RelayConfig {
             node_delays: Vec::new(),
             health_interval: Duration::from_millis(1000),
             health_path: Some("/health".into()),
+            ejection_time: crate::relay::outlier::BASE_EJECTION,
             max_body_bytes: crate::http::MAX_BODY_BYTES as u64,
             read_timeout: Duration::from_secs(60),
             access_log: false,
@@ -153,6 +158,8 @@ Options:
   --health-interval MS     active health check period [default: 1000]
   --health-path PATH       what the check asks with GET; any 2xx or 3xx passes; 'none' = no
                            HTTP checks, only connect failures and resets count [default: /health]
+  --ejection-time MS       how long a node whose answers were 5xx 5 times in a row gets no
+                           traffic; each later ejection lasts longer [default: 30000]
   --max-body BYTES         largest request body the relay forwards (larger: 413)
                            [default: 1048576]
   --read-timeout SECS      longest silence between two pieces of a backend's response body;
@@ -244,6 +251,15 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 }
                 config.health_interval = Duration::from_millis(ms);
             }
+            "--ejection-time" => {
+                let ms = options.number(&option)?;
+                if ms == 0 {
+                    return Err(Error(
+                        "--ejection-time must be at least 1 millisecond".into(),
+                    ));
+                }
+                config.ejection_time = Duration::from_millis(ms);
+            }
             "--health-path" => {
                 let path = options.value(&option)?;
                 config.health_path = if path == "none" {
@@ -327,7 +343,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
             config.nodes
         )));
     }
-    Ok(Command::Relay(config))
+    Ok(Command::Relay(Box::new(config)))
 }
 
 const RELAY_OPTIONS: &[&str] = &[
@@ -343,6 +359,7 @@ const RELAY_OPTIONS: &[&str] = &[
     "--node-delay",
     "--health-interval",
     "--health-path",
+    "--ejection-time",
     "--max-body",
     "--read-timeout",
     "--access-log",
@@ -534,7 +551,7 @@ mod tests {
 
     fn relay(line: &str) -> RelayConfig {
         match parse(&args(line)) {
-            Ok(Command::Relay(config)) => config,
+            Ok(Command::Relay(config)) => *config,
             other => panic!("expected a relay config for '{line}', got {other:?}"),
         }
     }

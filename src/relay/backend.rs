@@ -8,6 +8,7 @@
 //! the request counts survive every swap.
 
 use super::health::{CheckReport, Health, HealthState};
+use super::outlier::Outlier;
 use super::pool::Pool;
 use crate::balancer::{self, Balancer, NodeSpec, NodeState, UnknownBalancer};
 use crate::node::NodeServer;
@@ -34,6 +35,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub kind: Kind,
     pub health: Health,
+    /// Its streak of 5xx answers and ejections ([`super::outlier`]).
+    pub outlier: Outlier,
     /// Requests being served right now (see [`balancer::InFlight`]).
     pub in_flight: Arc<AtomicU64>,
     /// Client requests forwarded here (health checks not counted).
@@ -65,6 +68,7 @@ impl Backend {
             addr,
             kind,
             health: Health::new(initial),
+            outlier: Outlier::default(),
             in_flight: Arc::new(AtomicU64::new(0)),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),

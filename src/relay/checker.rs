@@ -1,6 +1,7 @@
 //! The one thread per node that wakes on a clock: it runs the active health
 //! checks ([`super::health`]) every `--health-interval`, asks a bookrelay
-//! backend's `/stats` now and then, and closes the node's pooled connections
+//! backend's `/stats` now and then, re-admits an ejected node whose time is
+//! up ([`super::outlier`]; within a second, with or without traffic), and closes the node's pooled connections
 //! that have been idle too long ([`super::pool`]).
 //!
 //! Kept apart from `health.rs` so that the health rules know nothing of a
@@ -9,6 +10,7 @@
 
 use super::backend::Backend;
 use super::events::{EventKind, Events};
+use super::forward::readmit_if_due;
 use super::health::{self, FAILS_TO_DOWN, PASSES_TO_UP};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,6 +58,7 @@ pub fn spawn_checker(
                 }
                 let now = Instant::now();
                 backend.pool.evict_idle(now);
+                readmit_if_due(&backend, &events, now);
                 if now < next_check {
                     continue;
                 }

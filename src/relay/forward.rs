@@ -30,6 +30,7 @@
 use super::backend::{Backend, Topology};
 use super::events::{EventKind, Events};
 use super::health::in_words;
+use super::outlier::{Ejector, Verdict, CONSECUTIVE_5XX};
 use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
@@ -233,6 +234,16 @@ impl Outgoing<'_> {
     }
 }
 
+/// What a forward needs of the relay besides the topology.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// Longest silence between two pieces of a node's answer body.
+    pub read_timeout: Duration,
+    pub events: &'a Events,
+    /// Counts every answer toward its node's ejection.
+    pub ejector: &'a Ejector,
+}
+
 /// Forwards `request` through `exchange`, streaming both bodies. Retries,
 /// passive downs and the relay's own 502/503/504 go to `events`.
 pub fn forward(
@@ -240,9 +251,13 @@ pub fn forward(
     request: &Request,
     peer: SocketAddr,
     exchange: &mut Exchange<'_>,
-    read_timeout: Duration,
-    events: &Events,
+    context: &Context<'_>,
 ) -> Forwarded {
+    let Context {
+        read_timeout,
+        events,
+        ejector,
+    } = *context;
     let Some(mut out) = prepare(request, exchange) else {
         return Forwarded {
             status: None,
@@ -255,6 +270,10 @@ pub fn forward(
     let mut retried_fresh = false;
     // The node a failed attempt was on and why, until the retry is sent.
     let mut retry_from: Option<(Arc<Backend>, String)> = None;
+    let now = Instant::now();
+    for backend in &topology.backends {
+        readmit_if_due(backend, events, now);
+    }
     loop {
         let states: Vec<_> = topology
             .backends
@@ -262,7 +281,7 @@ pub fn forward(
             .zip(&excluded)
             .map(|(backend, &excluded)| {
                 let mut state = backend.state();
-                state.healthy &= !excluded;
+                state.healthy &= !excluded && !backend.outlier.is_ejected();
                 state
             })
             .collect();
@@ -279,7 +298,7 @@ pub fn forward(
         let failure = match attempt(backend, &mut out, peer, exchange, read_timeout) {
             Ok(status) => {
                 if let Some(status) = status {
-                    backend.count_response(status);
+                    count_answer(topology, backend, status, events, ejector);
                     backend.latency.observe(started.elapsed());
                 }
                 return Forwarded {
@@ -293,7 +312,7 @@ pub fn forward(
             // The client's fault, not the node's: nothing to count or retry.
             return answer_failure(
                 exchange,
-                events,
+                (topology, context),
                 request,
                 failure,
                 Some(Arc::clone(backend)),
@@ -324,7 +343,7 @@ pub fn forward(
         if !out.may_retry(&failure) {
             return answer_failure(
                 exchange,
-                events,
+                (topology, context),
                 request,
                 failure,
                 Some(Arc::clone(backend)),
@@ -342,9 +361,13 @@ pub fn forward(
         last = Some((failure, Arc::clone(backend)));
     }
     match last {
-        Some((failure, backend)) => {
-            answer_failure(exchange, events, request, failure, Some(backend))
-        }
+        Some((failure, backend)) => answer_failure(
+            exchange,
+            (topology, context),
+            request,
+            failure,
+            Some(backend),
+        ),
         None => {
             exchange.respond(&Response::error(
                 503,
@@ -371,11 +394,12 @@ pub fn forward(
 /// the node's 5xx (a 503 is the relay's own shortage, not the node's).
 fn answer_failure(
     exchange: &mut Exchange<'_>,
-    events: &Events,
+    (topology, context): (&Topology, &Context<'_>),
     request: &Request,
     failure: Failure,
     node: Option<Arc<Backend>>,
 ) -> Forwarded {
+    let events = context.events;
     let Some(response) = failure.response() else {
         return Forwarded { status: None, node };
     };
@@ -385,7 +409,7 @@ fn answer_failure(
     // A head too large never reached the node; a 503 is the relay's own.
     let nodes_answer = status != 503 && !matches!(failure, Failure::HeadTooLarge);
     if let (Some(node), true) = (&node, nodes_answer) {
-        node.count_response(status);
+        count_answer(topology, node, status, events, context.ejector);
     }
     if status < 500 {
         // A client's mistake, not an event of the relay's.
@@ -406,6 +430,62 @@ fn answer_failure(
     Forwarded {
         status: Some(status),
         node,
+    }
+}
+
+/// Counts an answer a client got from (or for) `backend`, by class and
+/// toward its ejection; an ejection is an `eject` event.
+fn count_answer(
+    topology: &Topology,
+    backend: &Backend,
+    status: u16,
+    events: &Events,
+    ejector: &Ejector,
+) {
+    backend.count_response(status);
+    if !(200..600).contains(&status) {
+        return;
+    }
+    let all = topology.backends.iter().map(|b| &b.outlier);
+    let verdict = ejector.observe(&backend.outlier, all, status >= 500, Instant::now());
+    if let Verdict::Ejected { length, count } = verdict {
+        let times = match count {
+            1 => "first ejection".to_string(),
+            n => format!("ejection number {n}"),
+        };
+        events.record(
+            EventKind::Eject,
+            Some(&backend.name()),
+            format!(
+                "{CONSECUTIVE_5XX} answers in a row were 5xx: no traffic for {} ({times}), though its health checks may pass",
+                duration_words(length)
+            ),
+        );
+    }
+}
+
+/// Lets an ejected node back in once its time is up, as a `readmit` event.
+/// Asked on every request and by the node's checker, so it happens on time
+/// with or without traffic.
+pub fn readmit_if_due(backend: &Backend, events: &Events, now: Instant) {
+    if backend.outlier.readmit_if_due(now) {
+        events.record(
+            EventKind::Readmit,
+            Some(&backend.name()),
+            "its ejection time is over: it gets traffic again",
+        );
+    }
+}
+
+/// `30 s`, `1.5 s`, `300 ms`.
+fn duration_words(length: Duration) -> String {
+    let ms = length.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", length.as_secs_f64())
     }
 }
 

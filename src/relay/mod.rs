@@ -15,6 +15,7 @@ pub mod control;
 pub mod events;
 pub mod forward;
 pub mod health;
+pub mod outlier;
 pub mod pool;
 pub mod rate_limited_log;
 pub mod tunnel;
@@ -31,6 +32,7 @@ use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
 use events::Events;
 use health::HealthState;
+use outlier::Ejector;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,6 +62,8 @@ pub struct Relay {
     listen_addr: SocketAddr,
     /// The recent history (`/_relay/events`), shared with the checkers.
     events: Arc<Events>,
+    /// Ejects nodes that answer 5xx too often in a row.
+    ejector: Ejector,
 }
 
 impl Relay {
@@ -155,14 +159,12 @@ impl Handler for Relay {
             return;
         }
         let topology = self.topology();
-        let forwarded = forward::forward(
-            &topology,
-            &request,
-            peer,
-            exchange,
-            self.config.read_timeout,
-            &self.events,
-        );
+        let context = forward::Context {
+            read_timeout: self.config.read_timeout,
+            events: &self.events,
+            ejector: &self.ejector,
+        };
+        let forwarded = forward::forward(&topology, &request, peer, exchange, &context);
         self.log_access(
             started,
             peer,
@@ -232,6 +234,7 @@ impl RelayServer {
             counters: Arc::default(),
             listen_addr,
             events: Arc::default(),
+            ejector: Ejector::new(config.ejection_time),
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;

@@ -11,7 +11,7 @@
 use super::backend::Backend;
 use super::events::{EventKind, Events};
 use super::forward::readmit_if_due;
-use super::health::{self, FAILS_TO_DOWN, PASSES_TO_UP};
+use super::health::{self, CheckFailure, FAILS_TO_DOWN, PASSES_TO_UP};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -70,6 +70,8 @@ pub fn spawn_checker(
                 let Some(outcome) = outcome else {
                     continue;
                 };
+                let answered = outcome.as_ref().map_or_else(|f| f.answered, |()| true);
+                backend.health.set_reachable(answered);
                 if !backend.health.observe(outcome.is_ok()) {
                     continue;
                 }
@@ -101,7 +103,7 @@ fn active_check(
     backend: &Backend,
     path: &str,
     next_stats: &mut Instant,
-) -> Option<Result<(), String>> {
+) -> Option<Result<(), CheckFailure>> {
     let report = match health::check(backend.addr, path) {
         Ok(report) => report,
         Err(why) => return Some(Err(why)),
@@ -116,13 +118,16 @@ fn active_check(
 
 /// Passive mode: nothing to learn while a node is up; a node that is down
 /// is welcomed back by connects that succeed.
-fn passive_probe(backend: &Backend) -> Option<Result<(), String>> {
+fn passive_probe(backend: &Backend) -> Option<Result<(), CheckFailure>> {
     if backend.health.is_up() {
         return None;
     }
     Some(if health::can_connect(backend.addr) {
         Ok(())
     } else {
-        Err("a connect failed".to_string())
+        Err(CheckFailure {
+            why: "a connect failed".to_string(),
+            answered: false,
+        })
     })
 }

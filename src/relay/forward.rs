@@ -29,6 +29,7 @@
 
 use super::backend::{Backend, Topology};
 use super::events::{EventKind, Events};
+use super::failopen::{self, FailOpen, Fitness};
 use super::health::in_words;
 use super::outlier::{Ejector, Verdict, CONSECUTIVE_5XX};
 use super::rate_limited_log::RateLimitedLog;
@@ -242,6 +243,8 @@ pub struct Context<'a> {
     pub events: &'a Events,
     /// Counts every answer toward its node's ejection.
     pub ejector: &'a Ejector,
+    /// Whether the last request found too few fit nodes.
+    pub fail_open: &'a FailOpen,
 }
 
 /// Forwards `request` through `exchange`, streaming both bodies. Retries,
@@ -257,6 +260,7 @@ pub fn forward(
         read_timeout,
         events,
         ejector,
+        fail_open,
     } = *context;
     let Some(mut out) = prepare(request, exchange) else {
         return Forwarded {
@@ -270,18 +274,15 @@ pub fn forward(
     let mut retried_fresh = false;
     // The node a failed attempt was on and why, until the retry is sent.
     let mut retry_from: Option<(Arc<Backend>, String)> = None;
-    let now = Instant::now();
-    for backend in &topology.backends {
-        readmit_if_due(backend, events, now);
-    }
+    let eligible = eligible_nodes(topology, events, fail_open);
     loop {
         let states: Vec<_> = topology
             .backends
             .iter()
-            .zip(&excluded)
-            .map(|(backend, &excluded)| {
+            .zip(excluded.iter().zip(&eligible))
+            .map(|(backend, (&excluded, &eligible))| {
                 let mut state = backend.state();
-                state.healthy &= !excluded && !backend.outlier.is_ejected();
+                state.healthy = eligible && !excluded;
                 state
             })
             .collect();
@@ -431,6 +432,44 @@ fn answer_failure(
         status: Some(status),
         node,
     }
+}
+
+/// The nodes this request may go to ([`failopen::eligible`]): re-admits
+/// the ejected nodes whose time is up first, and tells entering or leaving
+/// fail-open as an event.
+fn eligible_nodes(topology: &Topology, events: &Events, fail_open: &FailOpen) -> Vec<bool> {
+    let now = Instant::now();
+    let fitness: Vec<Fitness> = topology
+        .backends
+        .iter()
+        .map(|backend| {
+            readmit_if_due(backend, events, now);
+            Fitness {
+                healthy: backend.state().healthy,
+                ejected: backend.outlier.is_ejected(),
+                reachable: backend.health.is_reachable() && !backend.is_retired(),
+            }
+        })
+        .collect();
+    let (eligible, open) = failopen::eligible(&fitness);
+    if fail_open.update(open) {
+        let fit = fitness.iter().filter(|f| f.healthy && !f.ejected).count();
+        let total = fitness.len();
+        if open {
+            events.record(
+                EventKind::FailOpen,
+                None,
+                format!("only {fit} of {total} nodes are healthy and not ejected: failing open, requests go to every node that accepts connections"),
+            );
+        } else {
+            events.record(
+                EventKind::FailOpenEnd,
+                None,
+                format!("{fit} of {total} nodes are healthy and not ejected again: requests go to those only"),
+            );
+        }
+    }
+    eligible
 }
 
 /// Counts an answer a client got from (or for) `backend`, by class and

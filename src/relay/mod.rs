@@ -13,6 +13,7 @@ pub mod backend;
 pub mod checker;
 pub mod control;
 pub mod events;
+pub mod failopen;
 pub mod forward;
 pub mod health;
 pub mod outlier;
@@ -31,6 +32,7 @@ use crate::node::NodeServer;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
 use events::Events;
+use failopen::FailOpen;
 use health::HealthState;
 use outlier::Ejector;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -64,6 +66,8 @@ pub struct Relay {
     events: Arc<Events>,
     /// Ejects nodes that answer 5xx too often in a row.
     ejector: Ejector,
+    /// Whether too few nodes are fit, so requests go to all reachable ones.
+    fail_open: FailOpen,
 }
 
 impl Relay {
@@ -163,6 +167,7 @@ impl Handler for Relay {
             read_timeout: self.config.read_timeout,
             events: &self.events,
             ejector: &self.ejector,
+            fail_open: &self.fail_open,
         };
         let forwarded = forward::forward(&topology, &request, peer, exchange, &context);
         self.log_access(
@@ -235,6 +240,7 @@ impl RelayServer {
             listen_addr,
             events: Arc::default(),
             ejector: Ejector::new(config.ejection_time),
+            fail_open: FailOpen::default(),
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;
@@ -329,12 +335,15 @@ fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backe
             eprintln!(
                 "relay: backend {text} did not pass GET {path} ({why}); it starts marked down"
             );
-            Backend::new(
+            let backend = Backend::new(
                 addr.to_string(),
                 addr,
                 Kind::External,
                 HealthState::unhealthy(),
-            )
+            );
+            // It answered, badly: fail-open may still send it requests.
+            backend.health.set_reachable(why.answered);
+            backend
         }
     }
 }

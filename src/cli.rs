@@ -26,7 +26,7 @@ pub const ADMIN_TOKEN_ENV: &str = "BOOKRELAY_ADMIN_TOKEN";
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    /// Boxed: the relay's options are several times the size of the others.
+    /// Boxed: the relay's options are many times the size of the others.
     Relay(Box<RelayConfig>),
     Node(NodeArgs),
     /// Print this text and exit 0.
@@ -54,6 +54,9 @@ pub struct RelayConfig {
     pub health_interval: Duration,
     /// What the active check requests; `None`: passive health only.
     pub health_path: Option<String>,
+    /// How long a node's first outlier ejection lasts (later ones: this ×
+    /// their count; see [`crate::relay::outlier`]).
+    pub ejection_time: Duration,
     /// Largest request body the relay forwards.
     pub max_body_bytes: u64,
     /// Longest silence between two pieces of a backend's response body.
@@ -88,6 +91,7 @@ impl Default for RelayConfig {
             node_delays: Vec::new(),
             health_interval: Duration::from_millis(1000),
             health_path: Some("/health".into()),
+            ejection_time: crate::relay::outlier::BASE_EJECTION,
             max_body_bytes: crate::http::MAX_BODY_BYTES as u64,
             read_timeout: Duration::from_secs(60),
             access_log: false,
@@ -165,6 +169,8 @@ Options:
   --health-interval MS     active health check period [default: 1000]
   --health-path PATH       what the check asks with GET; any 2xx or 3xx passes; 'none' = no
                            HTTP checks, only connect failures and resets count [default: /health]
+  --ejection-time MS       how long a node whose answers were 5xx 5 times in a row gets no
+                           traffic; each later ejection lasts longer [default: 30000]
   --max-body BYTES         largest request body the relay forwards (larger: 413)
                            [default: 1048576]
   --read-timeout SECS      longest silence between two pieces of a backend's response body;
@@ -270,6 +276,15 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 }
                 config.health_interval = Duration::from_millis(ms);
             }
+            "--ejection-time" => {
+                let ms = options.number(&option)?;
+                if ms == 0 {
+                    return Err(Error(
+                        "--ejection-time must be at least 1 millisecond".into(),
+                    ));
+                }
+                config.ejection_time = Duration::from_millis(ms);
+            }
             "--health-path" => {
                 let path = options.value(&option)?;
                 config.health_path = if path == "none" {
@@ -371,6 +386,7 @@ const RELAY_OPTIONS: &[&str] = &[
     "--node-delay",
     "--health-interval",
     "--health-path",
+    "--ejection-time",
     "--max-body",
     "--read-timeout",
     "--access-log",

@@ -18,6 +18,11 @@
 //! retrying for it, must be free to assume that). So every write runs behind
 //! the node's `Liveness` gate and [`NodeServer::kill`] closes the gate
 //! before it returns.
+//!
+//! **Sick, not dead.** [`Node::set_failing`] makes a live node answer every
+//! request but `/health` with a 500: the failure a health check cannot see
+//! (a broken database connection, a bad deploy), which only the answers
+//! themselves reveal. The relay's outlier ejection exists for it.
 
 pub mod routes;
 
@@ -30,7 +35,7 @@ use crate::store::{self, ChangeFeed, Changes, Store};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -60,6 +65,8 @@ pub struct Node {
     requests: AtomicU64,
     in_progress: AtomicU64,
     liveness: Liveness,
+    /// Set: every request but `/health` is answered 500 (a sick node).
+    failing: AtomicBool,
 }
 
 /// Whether a node may still commit, and whether it is fully dead.
@@ -149,6 +156,7 @@ impl Node {
             requests: AtomicU64::new(0),
             in_progress: AtomicU64::new(0),
             liveness: Liveness::new(),
+            failing: AtomicBool::new(false),
         })
     }
 
@@ -159,6 +167,16 @@ impl Node {
     /// The extra service time per booking request (`--node-delay`).
     pub fn delay(&self) -> Duration {
         self.delay
+    }
+
+    /// Makes the node sick (`true`: every request but `/health` gets a 500)
+    /// or well again.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::SeqCst)
     }
 
     /// For reads. Writes go through [`Node::write`], or a kill could not stop them.

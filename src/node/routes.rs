@@ -107,6 +107,12 @@ pub fn handle(node: &Node, request: &Request) -> Response {
     if let Err(response) = check_content_type(&route, request) {
         return response;
     }
+    if node.is_failing() && route != Route::Health {
+        return Response::error(
+            500,
+            "this node is failing (made sick from the relay's admin API); it answers only /health",
+        );
+    }
     if !matches!(route, Route::Health | Route::Stats) && !node.simulate_service_time() {
         return killed(node);
     }

@@ -67,11 +67,17 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         },
         ("POST", ["nodes", name, "kill"]) => node_answer(relay.kill_node(name), "killed"),
         ("POST", ["nodes", name, "revive"]) => node_answer(relay.revive_node(name), "running"),
+        ("POST", ["nodes", name, "fail"]) => {
+            node_answer(relay.set_node_failing(name, true), "failing")
+        }
+        ("POST", ["nodes", name, "heal"]) => {
+            node_answer(relay.set_node_failing(name, false), "running")
+        }
         (_, ["status"] | ["metrics"] | ["events"]) => method_not_allowed("GET, HEAD"),
         (_, ["balancer"]) => method_not_allowed("GET, HEAD, PUT"),
         (_, ["nodes"]) => method_not_allowed("POST"),
         (_, ["nodes", _]) => method_not_allowed("DELETE"),
-        (_, ["nodes", _, "kill" | "revive"]) => method_not_allowed("POST"),
+        (_, ["nodes", _, "kill" | "revive" | "fail" | "heal"]) => method_not_allowed("POST"),
         _ => Response::error(
             404,
             &format!(
@@ -420,8 +426,10 @@ fn json_number(value: f64) -> String {
 /// `{"balancer":NAME,"nodes":[{…}…]}` as SPEC §5 lists, plus
 /// `effective_weight` (the weight scaled by the `--slow-start` ramp),
 /// `connections_opened` (connections the relay ever opened to the node),
-/// `retries` (requests that failed there and went to another node) and
-/// `responses` (the clients' answers by status class).
+/// `retries` (requests that failed there and went to another node),
+/// `ejected` (out of rotation for its 5xx answers, [`super::outlier`]; its
+/// `healthy` still says what its checks say), `ejections` (times ejected)
+/// and `responses` (the clients' answers by status class).
 pub fn status_json(topology: &Topology) -> String {
     let mut out = String::with_capacity(256 + topology.backends.len() * 256);
     out.push_str("{\"balancer\":");
@@ -449,7 +457,7 @@ pub fn status_json(topology: &Topology) -> String {
             out,
             ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{weight},\"effective_weight\":{},\"in_flight\":{},\"requests\":{},\
              \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{},\
-             \"retries\":{},\"responses\":{{",
+             \"retries\":{},\"ejected\":{},\"ejections\":{},\"responses\":{{",
             backend.state().healthy,
             json_number(effective[i]),
             backend.in_flight.load(Ordering::Relaxed),
@@ -457,6 +465,8 @@ pub fn status_json(topology: &Topology) -> String {
             backend.failures.load(Ordering::Relaxed),
             backend.pool.opened(),
             backend.retries.load(Ordering::Relaxed),
+            backend.outlier.is_ejected(),
+            backend.outlier.ejections(),
         );
         for (j, (class, count)) in RESPONSE_CLASSES.iter().zip(backend.responses()).enumerate() {
             if j > 0 {

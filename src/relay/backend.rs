@@ -8,6 +8,7 @@
 //! the request counts survive every swap.
 
 use super::health::{CheckReport, Health, HealthState};
+use super::outlier::Outlier;
 use super::pool::Pool;
 use crate::balancer::slow_start::SlowStart;
 use crate::balancer::{self, Balancer, NodeSpec, NodeState, UnknownBalancer};
@@ -36,6 +37,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub kind: Kind,
     pub health: Health,
+    /// Its streak of 5xx answers and ejections ([`super::outlier`]).
+    pub outlier: Outlier,
     /// Requests being served right now (see [`balancer::InFlight`]).
     pub in_flight: Arc<AtomicU64>,
     /// Client requests forwarded here (health checks not counted).
@@ -69,6 +72,7 @@ impl Backend {
             addr,
             kind,
             health: Health::new(initial),
+            outlier: Outlier::default(),
             in_flight: Arc::new(AtomicU64::new(0)),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -274,15 +278,16 @@ impl Topology {
     }
 
     /// The nodes' states for one pick, with ramping nodes thinned out (see
-    /// [`balancer::slow_start::thin`]); `excluded` nodes count as unhealthy.
-    pub fn states(&self, excluded: &[bool], now: Instant) -> Vec<NodeState> {
+    /// [`balancer::slow_start::thin`]); a node counts as up when it is `eligible`
+    /// (healthy, or any reachable one when failing open) and not `excluded`.
+    pub fn states(&self, eligible: &[bool], excluded: &[bool], now: Instant) -> Vec<NodeState> {
         let mut states: Vec<NodeState> = self
             .backends
             .iter()
-            .zip(excluded)
-            .map(|(backend, &excluded)| {
+            .zip(eligible.iter().zip(excluded))
+            .map(|(backend, (&eligible, &excluded))| {
                 let mut state = backend.state();
-                state.healthy &= !excluded;
+                state.healthy = eligible && !excluded;
                 state
             })
             .collect();

@@ -1,6 +1,7 @@
 //! The one thread per node that wakes on a clock: it runs the active health
 //! checks ([`super::health`]) every `--health-interval`, asks a bookrelay
-//! backend's `/stats` now and then, and closes the node's pooled connections
+//! backend's `/stats` now and then, re-admits an ejected node whose time is
+//! up ([`super::outlier`]; within a second, with or without traffic), and closes the node's pooled connections
 //! that have been idle too long ([`super::pool`]).
 //!
 //! Kept apart from `health.rs` so that the health rules know nothing of a
@@ -9,7 +10,8 @@
 
 use super::backend::Backend;
 use super::events::{EventKind, Events};
-use super::health::{self, FAILS_TO_DOWN, PASSES_TO_UP};
+use super::forward::readmit_if_due;
+use super::health::{self, CheckFailure, FAILS_TO_DOWN, PASSES_TO_UP};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -58,6 +60,7 @@ pub fn spawn_checker(
                 }
                 let now = Instant::now();
                 backend.pool.evict_idle(now);
+                readmit_if_due(&backend, &events, now);
                 if now < next_check {
                     continue;
                 }
@@ -69,6 +72,8 @@ pub fn spawn_checker(
                 let Some(outcome) = outcome else {
                     continue;
                 };
+                let answered = outcome.as_ref().map_or_else(|f| f.answered, |()| true);
+                backend.health.set_reachable(answered);
                 if !backend.health.observe(outcome.is_ok()) {
                     continue;
                 }
@@ -103,7 +108,7 @@ fn active_check(
     backend: &Backend,
     path: &str,
     next_stats: &mut Instant,
-) -> Option<Result<(), String>> {
+) -> Option<Result<(), CheckFailure>> {
     let report = match health::check(backend.addr, path) {
         Ok(report) => report,
         Err(why) => return Some(Err(why)),
@@ -118,13 +123,16 @@ fn active_check(
 
 /// Passive mode: nothing to learn while a node is up; a node that is down
 /// is welcomed back by connects that succeed.
-fn passive_probe(backend: &Backend) -> Option<Result<(), String>> {
+fn passive_probe(backend: &Backend) -> Option<Result<(), CheckFailure>> {
     if backend.health.is_up() {
         return None;
     }
     Some(if health::can_connect(backend.addr) {
         Ok(())
     } else {
-        Err("a connect failed".to_string())
+        Err(CheckFailure {
+            why: "a connect failed".to_string(),
+            answered: false,
+        })
     })
 }

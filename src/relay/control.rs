@@ -11,6 +11,10 @@
 //!   (a refused connect, a reset, failed checks) and retries around it.
 //! - **revive**: a fresh node (cold cache: a crash loses memory) on the same
 //!   address, marked up at once since the relay just started it.
+//! - **fail** / **heal**: the node stays up and keeps passing its `/health`
+//!   check, but answers every other request with a 500 until healed: the
+//!   sick node that only its answers give away (see [`super::outlier`]).
+//!   A revive brings a node back well.
 //! - **add**: a new node thread with a new friendly name.
 //! - **remove**: drain, then stop: the node leaves the topology first (no new
 //!   requests), the call waits for its in-flight requests to finish, then it
@@ -146,6 +150,39 @@ impl Relay {
                 "marked up at once: the relay has just started it",
             );
         }
+        Ok(info(&backend))
+    }
+
+    /// Makes a running spawned node sick (`failing`) or well again.
+    pub fn set_node_failing(&self, name: &str, failing: bool) -> Result<NodeInfo, Refusal> {
+        let _changing = self.lock_changes();
+        let backend = self.find(name)?;
+        let verb = if failing { "failed" } else { "healed" };
+        let Some(server) = backend.server() else {
+            return Err(refuse(
+                409,
+                format!("'{name}' is an external backend; only spawned nodes can be {verb}"),
+            ));
+        };
+        let Some(running) = server.as_ref() else {
+            return Err(refuse(
+                409,
+                format!("node '{name}' is not running; revive it first"),
+            ));
+        };
+        running.node().set_failing(failing);
+        let (kind, detail) = if failing {
+            (
+                EventKind::Fail,
+                "made sick from the admin API: it answers every request but /health with a 500",
+            )
+        } else {
+            (
+                EventKind::Heal,
+                "healed from the admin API: it answers requests normally again",
+            )
+        };
+        self.events.record(kind, Some(name), detail);
         Ok(info(&backend))
     }
 

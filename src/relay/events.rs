@@ -37,6 +37,18 @@ pub enum EventKind {
     Kill,
     /// A killed node was started again.
     Revive,
+    /// A spawned node was made sick (500s to all but `/health`).
+    Fail,
+    /// A sick node was made well again.
+    Heal,
+    /// A node was ejected for answering 5xx too often in a row.
+    Eject,
+    /// An ejected node was let back in after its ejection time.
+    Readmit,
+    /// Fewer than half the nodes were fit: routing to every reachable node.
+    FailOpen,
+    /// Enough nodes were fit again: fail-open mode ended.
+    FailOpenEnd,
     /// A node was added.
     Add,
     /// A node was removed.
@@ -56,6 +68,12 @@ impl EventKind {
             EventKind::Up => "up",
             EventKind::Kill => "kill",
             EventKind::Revive => "revive",
+            EventKind::Fail => "fail",
+            EventKind::Heal => "heal",
+            EventKind::Eject => "eject",
+            EventKind::Readmit => "readmit",
+            EventKind::FailOpen => "fail-open",
+            EventKind::FailOpenEnd => "fail-open-end",
             EventKind::Add => "add",
             EventKind::Remove => "remove",
             EventKind::Balancer => "balancer",

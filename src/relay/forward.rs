@@ -29,7 +29,9 @@
 
 use super::backend::{Backend, Topology};
 use super::events::{EventKind, Events};
+use super::failopen::{self, FailOpen, Fitness};
 use super::health::in_words;
+use super::outlier::{Ejector, Verdict, CONSECUTIVE_5XX};
 use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
@@ -233,6 +235,18 @@ impl Outgoing<'_> {
     }
 }
 
+/// What a forward needs of the relay besides the topology.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    /// Longest silence between two pieces of a node's answer body.
+    pub read_timeout: Duration,
+    pub events: &'a Events,
+    /// Counts every answer toward its node's ejection.
+    pub ejector: &'a Ejector,
+    /// Whether the last request found too few fit nodes.
+    pub fail_open: &'a FailOpen,
+}
+
 /// Forwards `request` through `exchange`, streaming both bodies. Retries,
 /// passive downs and the relay's own 502/503/504 go to `events`.
 pub fn forward(
@@ -240,9 +254,14 @@ pub fn forward(
     request: &Request,
     peer: SocketAddr,
     exchange: &mut Exchange<'_>,
-    read_timeout: Duration,
-    events: &Events,
+    context: &Context<'_>,
 ) -> Forwarded {
+    let Context {
+        read_timeout,
+        events,
+        ejector,
+        fail_open,
+    } = *context;
     let Some(mut out) = prepare(request, exchange) else {
         return Forwarded {
             status: None,
@@ -255,8 +274,9 @@ pub fn forward(
     let mut retried_fresh = false;
     // The node a failed attempt was on and why, until the retry is sent.
     let mut retry_from: Option<(Arc<Backend>, String)> = None;
+    let eligible = eligible_nodes(topology, events, fail_open);
     loop {
-        let states = topology.states(&excluded, Instant::now());
+        let states = topology.states(&eligible, &excluded, Instant::now());
         let Some(index) = topology.balancer.pick(&states, key.as_deref()) else {
             break;
         };
@@ -272,7 +292,7 @@ pub fn forward(
                 let took = started.elapsed();
                 topology.balancer.observe(index, took, true);
                 if let Some(status) = status {
-                    backend.count_response(status);
+                    count_answer(topology, backend, status, events, ejector);
                     backend.latency.observe(took);
                 }
                 return Forwarded {
@@ -286,7 +306,7 @@ pub fn forward(
             // The client's fault, not the node's: nothing to count or retry.
             return answer_failure(
                 exchange,
-                events,
+                (topology, context),
                 request,
                 failure,
                 Some(Arc::clone(backend)),
@@ -318,7 +338,7 @@ pub fn forward(
         if !out.may_retry(&failure) {
             return answer_failure(
                 exchange,
-                events,
+                (topology, context),
                 request,
                 failure,
                 Some(Arc::clone(backend)),
@@ -336,9 +356,13 @@ pub fn forward(
         last = Some((failure, Arc::clone(backend)));
     }
     match last {
-        Some((failure, backend)) => {
-            answer_failure(exchange, events, request, failure, Some(backend))
-        }
+        Some((failure, backend)) => answer_failure(
+            exchange,
+            (topology, context),
+            request,
+            failure,
+            Some(backend),
+        ),
         None => {
             exchange.respond(&Response::error(
                 503,
@@ -365,11 +389,12 @@ pub fn forward(
 /// the node's 5xx (a 503 is the relay's own shortage, not the node's).
 fn answer_failure(
     exchange: &mut Exchange<'_>,
-    events: &Events,
+    (topology, context): (&Topology, &Context<'_>),
     request: &Request,
     failure: Failure,
     node: Option<Arc<Backend>>,
 ) -> Forwarded {
+    let events = context.events;
     let Some(response) = failure.response() else {
         return Forwarded { status: None, node };
     };
@@ -379,7 +404,7 @@ fn answer_failure(
     // A head too large never reached the node; a 503 is the relay's own.
     let nodes_answer = status != 503 && !matches!(failure, Failure::HeadTooLarge);
     if let (Some(node), true) = (&node, nodes_answer) {
-        node.count_response(status);
+        count_answer(topology, node, status, events, context.ejector);
     }
     if status < 500 {
         // A client's mistake, not an event of the relay's.
@@ -400,6 +425,100 @@ fn answer_failure(
     Forwarded {
         status: Some(status),
         node,
+    }
+}
+
+/// The nodes this request may go to ([`failopen::eligible`]): re-admits
+/// the ejected nodes whose time is up first, and tells entering or leaving
+/// fail-open as an event.
+fn eligible_nodes(topology: &Topology, events: &Events, fail_open: &FailOpen) -> Vec<bool> {
+    let now = Instant::now();
+    let fitness: Vec<Fitness> = topology
+        .backends
+        .iter()
+        .map(|backend| {
+            readmit_if_due(backend, events, now);
+            Fitness {
+                healthy: backend.state().healthy,
+                ejected: backend.outlier.is_ejected(),
+                reachable: backend.health.is_reachable() && !backend.is_retired(),
+            }
+        })
+        .collect();
+    let (eligible, open) = failopen::eligible(&fitness);
+    if fail_open.update(open) {
+        let fit = fitness.iter().filter(|f| f.healthy && !f.ejected).count();
+        let total = fitness.len();
+        if open {
+            events.record(
+                EventKind::FailOpen,
+                None,
+                format!("only {fit} of {total} nodes are healthy and not ejected: failing open, requests go to every node that accepts connections"),
+            );
+        } else {
+            events.record(
+                EventKind::FailOpenEnd,
+                None,
+                format!("{fit} of {total} nodes are healthy and not ejected again: requests go to those only"),
+            );
+        }
+    }
+    eligible
+}
+
+/// Counts an answer a client got from (or for) `backend`, by class and
+/// toward its ejection; an ejection is an `eject` event.
+fn count_answer(
+    topology: &Topology,
+    backend: &Backend,
+    status: u16,
+    events: &Events,
+    ejector: &Ejector,
+) {
+    backend.count_response(status);
+    if !(200..600).contains(&status) {
+        return;
+    }
+    let all = topology.backends.iter().map(|b| &b.outlier);
+    let verdict = ejector.observe(&backend.outlier, all, status >= 500, Instant::now());
+    if let Verdict::Ejected { length, count } = verdict {
+        let times = match count {
+            1 => "first ejection".to_string(),
+            n => format!("ejection number {n}"),
+        };
+        events.record(
+            EventKind::Eject,
+            Some(&backend.name()),
+            format!(
+                "{CONSECUTIVE_5XX} answers in a row were 5xx: no traffic for {} ({times}), though its health checks may pass",
+                duration_words(length)
+            ),
+        );
+    }
+}
+
+/// Lets an ejected node back in once its time is up, as a `readmit` event.
+/// Asked on every request and by the node's checker, so it happens on time
+/// with or without traffic.
+pub fn readmit_if_due(backend: &Backend, events: &Events, now: Instant) {
+    if backend.outlier.readmit_if_due(now) {
+        events.record(
+            EventKind::Readmit,
+            Some(&backend.name()),
+            "its ejection time is over: it gets traffic again",
+        );
+    }
+}
+
+/// `30 s`, `1.5 s`, `300 ms`.
+fn duration_words(length: Duration) -> String {
+    let ms = length.as_millis();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{:.1} s", length.as_secs_f64())
     }
 }
 

@@ -95,19 +95,36 @@ impl HealthState {
 /// A node's health, read on every request (an atomic) and changed rarely (a mutex).
 pub struct Health {
     up: AtomicBool,
+    /// Whether the node last accepted a connection: false after a refused
+    /// or reset connection or a check that got no answer, true after any
+    /// answer, even a failing one. Fail-open routes to such nodes.
+    reachable: AtomicBool,
     state: Mutex<HealthState>,
 }
 
 impl Health {
+    /// A node that starts healthy starts reachable; one that starts down
+    /// counts as unreachable until a check gets an answer from it.
     pub fn new(initial: HealthState) -> Health {
         Health {
             up: AtomicBool::new(initial.is_healthy()),
+            reachable: AtomicBool::new(initial.is_healthy()),
             state: Mutex::new(initial),
         }
     }
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// See the field's doc: the node still accepts connections.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    /// What the last check or probe learnt of the node's reachability.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.reachable.store(reachable, Ordering::Relaxed);
     }
 
     fn update(&self, change: impl FnOnce(&mut HealthState) -> bool) -> bool {
@@ -122,13 +139,15 @@ impl Health {
         self.update(|s| s.observe(ok))
     }
 
-    /// See [`HealthState::mark_down`].
+    /// See [`HealthState::mark_down`]; the node is unreachable too.
     pub fn mark_down(&self) -> bool {
+        self.set_reachable(false);
         self.update(HealthState::mark_down)
     }
 
     /// Back to a fresh state (a node just revived or added).
     pub fn reset(&self, state: HealthState) {
+        self.set_reachable(true);
         self.update(|s| {
             *s = state;
             false
@@ -202,13 +221,33 @@ pub fn in_words(error: &std::io::Error) -> String {
     words.to_string()
 }
 
+/// Why a check failed, and whether the node answered at all (a 404 or
+/// 500 did; a refused connect or a timeout did not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFailure {
+    pub why: String,
+    pub answered: bool,
+}
+
+impl std::fmt::Display for CheckFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
+}
+
 /// `GET path`: any 2xx or 3xx answer passes (as HAProxy's `httpchk` and
 /// nginx's `health_check` count them). A JSON answer with a `node` field
 /// names the backend.
-pub fn check(addr: SocketAddr, path: &str) -> Result<CheckReport, String> {
-    let (status, body) = get(addr, path)?;
+pub fn check(addr: SocketAddr, path: &str) -> Result<CheckReport, CheckFailure> {
+    let (status, body) = get(addr, path).map_err(|why| CheckFailure {
+        why,
+        answered: false,
+    })?;
     if !(200..400).contains(&status) {
-        return Err(format!("{path} answered {status}"));
+        return Err(CheckFailure {
+            why: format!("{path} answered {status}"),
+            answered: true,
+        });
     }
     let name = json::parse(&body)
         .ok()

@@ -13,8 +13,10 @@ pub mod backend;
 pub mod checker;
 pub mod control;
 pub mod events;
+pub mod failopen;
 pub mod forward;
 pub mod health;
+pub mod outlier;
 pub mod pool;
 pub mod rate_limited_log;
 pub mod tunnel;
@@ -30,7 +32,9 @@ use crate::node::NodeServer;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
 use events::Events;
+use failopen::FailOpen;
 use health::HealthState;
+use outlier::Ejector;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,6 +64,10 @@ pub struct Relay {
     listen_addr: SocketAddr,
     /// The recent history (`/_relay/events`), shared with the checkers.
     events: Arc<Events>,
+    /// Ejects nodes that answer 5xx too often in a row.
+    ejector: Ejector,
+    /// Whether too few nodes are fit, so requests go to all reachable ones.
+    fail_open: FailOpen,
 }
 
 impl Relay {
@@ -155,14 +163,13 @@ impl Handler for Relay {
             return;
         }
         let topology = self.topology();
-        let forwarded = forward::forward(
-            &topology,
-            &request,
-            peer,
-            exchange,
-            self.config.read_timeout,
-            &self.events,
-        );
+        let context = forward::Context {
+            read_timeout: self.config.read_timeout,
+            events: &self.events,
+            ejector: &self.ejector,
+            fail_open: &self.fail_open,
+        };
+        let forwarded = forward::forward(&topology, &request, peer, exchange, &context);
         self.log_access(
             started,
             peer,
@@ -241,6 +248,8 @@ impl RelayServer {
             counters: Arc::default(),
             listen_addr,
             events: Arc::default(),
+            ejector: Ejector::new(config.ejection_time),
+            fail_open: FailOpen::default(),
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;
@@ -335,12 +344,15 @@ fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backe
             eprintln!(
                 "relay: backend {text} did not pass GET {path} ({why}); it starts marked down"
             );
-            Backend::new(
+            let backend = Backend::new(
                 addr.to_string(),
                 addr,
                 Kind::External,
                 HealthState::unhealthy(),
-            )
+            );
+            // It answered, badly: fail-open may still send it requests.
+            backend.health.set_reachable(why.answered);
+            backend
         }
     }
 }

@@ -98,6 +98,13 @@ try {
       && document.getElementById("t-rps").textContent !== "–"; // a second poll gave rates
   }, null, { timeout: TIMEOUT });
 
+  // Each thread node's buttons carry their own labels (a stat written into
+  // a button by a shared name would show a number there instead).
+  const labels = await page.locator("#nodes .card").first().locator("button").allTextContents();
+  for (const want of ["Kill", "Revive", "Fail", "Heal", "Remove"]) {
+    if (!labels.includes(want)) problems.push(`no ${want} button on a node card (buttons: ${labels.join(", ")})`);
+  }
+
   const card = page.locator("#nodes .card").first();
   const name = (await card.locator(".name").textContent()).trim();
   const badge = card.locator(".badge");

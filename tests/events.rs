@@ -6,53 +6,9 @@
 mod common;
 
 use bookrelay::json::Value;
+use common::events::{events_after, seq, text, wait_for_event, WAIT};
 use common::{admin, node_field, Act, FakeBackend, TestRelay};
-use std::net::SocketAddr;
-use std::thread;
-use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-/// The events with `seq > after`.
-fn events_after(addr: SocketAddr, after: u64) -> Vec<Value> {
-    let reply = admin(addr, "GET", &format!("/_relay/events?after={after}"), "");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply
-        .json()
-        .get("events")
-        .and_then(Value::as_array)
-        .expect("an events array")
-        .to_vec()
-}
-
-fn text<'a>(event: &'a Value, field: &str) -> Option<&'a str> {
-    event.get(field).and_then(Value::as_str)
-}
-
-fn seq(event: &Value) -> u64 {
-    event.get("seq").and_then(Value::as_f64).expect("seq") as u64
-}
-
-/// Polls until an event after `after` of `kind` about `node` (any node
-/// when `None`) appears; panics after [`WAIT`].
-fn wait_for_event(addr: SocketAddr, after: u64, kind: &str, node: Option<&str>) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let events = events_after(addr, after);
-        if let Some(found) = events
-            .iter()
-            .find(|e| text(e, "kind") == Some(kind) && (node.is_none() || text(e, "node") == node))
-        {
-            return found.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {kind} event for {node:?} after seq {after}: {}",
-            Value::Array(events).to_json()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
+use std::time::Duration;
 
 /// Details are sentences, never Rust `Debug` text.
 fn assert_readable(event: &Value) {

@@ -5,55 +5,12 @@
 mod common;
 
 use bookrelay::json::Value;
+use common::events::{find_event, seq, text, wait_for_event, WAIT};
 use common::{admin, node_field, ok_reply, Act, FakeBackend, TestRelay};
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn events_after(addr: SocketAddr, after: u64) -> Vec<Value> {
-    let reply = admin(addr, "GET", &format!("/_relay/events?after={after}"), "");
-    assert_eq!(reply.status, 200, "{}", reply.text());
-    reply
-        .json()
-        .get("events")
-        .and_then(Value::as_array)
-        .expect("an events array")
-        .to_vec()
-}
-
-fn text<'a>(event: &'a Value, field: &str) -> Option<&'a str> {
-    event.get(field).and_then(Value::as_str)
-}
-
-fn seq(event: &Value) -> u64 {
-    event.get("seq").and_then(Value::as_f64).expect("seq") as u64
-}
-
-fn find_event(addr: SocketAddr, after: u64, kind: &str, node: Option<&str>) -> Option<Value> {
-    events_after(addr, after)
-        .into_iter()
-        .find(|e| text(e, "kind") == Some(kind) && (node.is_none() || text(e, "node") == node))
-}
-
-fn wait_for_event(addr: SocketAddr, after: u64, kind: &str, node: Option<&str>) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(found) = find_event(addr, after, kind, node) {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {kind} event for {node:?} after seq {after}: {}",
-            Value::Array(events_after(addr, after)).to_json()
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn a_failed_node_is_ejected_after_five_5xx_and_readmitted_once_healed() {

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backends;
+pub mod events;
 pub mod storm;
 
 use bookrelay::json::{self, Value};

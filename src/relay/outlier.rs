@@ -105,11 +105,15 @@ impl OutlierState {
     }
 }
 
-/// One node's [`OutlierState`]: read on every request (an atomic), changed
+/// One node's [`OutlierState`]: read on every request (atomics), changed
 /// under a mutex.
 #[derive(Default)]
 pub struct Outlier {
     ejected: AtomicBool,
+    /// Whether its last answer was a 5xx (a streak has begun): while not, a
+    /// good answer changes nothing and takes no lock, which is nearly every
+    /// answer of a healthy node.
+    on_streak: AtomicBool,
     state: Mutex<OutlierState>,
 }
 
@@ -179,11 +183,13 @@ impl Ejector {
         is_5xx: bool,
         now: Instant,
     ) -> Verdict {
-        if !is_5xx && node.is_ejected() {
+        if !is_5xx && (node.is_ejected() || !node.on_streak.load(Ordering::Relaxed)) {
             return Verdict::None;
         }
         let mut state = node.lock();
-        if !state.observe(is_5xx) {
+        let wants_ejection = state.observe(is_5xx);
+        node.on_streak.store(is_5xx, Ordering::Relaxed);
+        if !wants_ejection {
             return Verdict::None;
         }
         let _deciding = self.deciding.lock().unwrap_or_else(|e| e.into_inner());

@@ -9,25 +9,6 @@ use common::{node_field, TestRelay};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// The ids of the first `limit` bookings.
-fn ids(relay: &TestRelay, limit: usize) -> Vec<String> {
-    let page = relay
-        .client()
-        .get(&format!("/bookings?limit={limit}"))
-        .json();
-    page.get("items")
-        .and_then(Value::as_array)
-        .expect("items")
-        .iter()
-        .map(|b| {
-            b.get("booking_id")
-                .and_then(Value::as_str)
-                .expect("id")
-                .to_string()
-        })
-        .collect()
-}
-
 /// Reads every id through the relay, checking each answer is that booking; returns the
 /// node that answered each read, in order.
 fn read_all(relay: &TestRelay, ids: &[String], rounds: usize) -> Vec<(String, String)> {
@@ -54,7 +35,7 @@ fn bounded_consistent_hash_answers_and_keeps_each_booking_on_one_node() {
         relay.status().get("balancer").and_then(Value::as_str),
         Some("bounded-consistent-hash")
     );
-    let ids = ids(&relay, 30);
+    let ids = common::some_ids(relay.addr, 30);
     // One request at a time: no node is ever over its bound, so each id keeps its owner.
     let mut owners: HashMap<String, String> = HashMap::new();
     for (id, node) in read_all(&relay, &ids, 3) {
@@ -83,7 +64,7 @@ fn peak_ewma_answers_and_keeps_away_from_the_slow_node() {
     });
     let names = relay.node_names();
     let slow = &names[2];
-    let ids = ids(&relay, 10);
+    let ids = common::some_ids(relay.addr, 10);
     let answered = read_all(&relay, &ids, 6);
     let on_slow = answered.iter().filter(|(_, node)| node == slow).count();
     // The slow node is tried while unmeasured, then loses every comparison: its 300 ms
@@ -98,7 +79,7 @@ fn peak_ewma_answers_and_keeps_away_from_the_slow_node() {
 #[test]
 fn put_balancer_switches_to_each_new_strategy() {
     let relay = TestRelay::start(2, 5, "round-robin", |_| {});
-    let ids = ids(&relay, 5);
+    let ids = common::some_ids(relay.addr, 5);
     for name in ["bounded-consistent-hash", "peak-ewma", "round-robin"] {
         let reply = relay.client().request(
             "PUT",
@@ -173,7 +154,7 @@ fn a_revived_node_ramps_up_under_slow_start() {
         Some(10.0)
     );
     // The ramping node still serves, and the other takes most of the traffic.
-    let ids = ids(&relay, 5);
+    let ids = common::some_ids(relay.addr, 5);
     let answered = read_all(&relay, &ids, 20);
     let on_revived = answered.iter().filter(|(_, node)| node == revived).count();
     assert!(on_revived < 30, "{on_revived} of 100 on the ramping node");

@@ -58,19 +58,7 @@ fn weighted_follows_smooth_weighted_round_robin() {
 fn consistent_hash_sends_each_booking_to_one_node() {
     let relay = TestRelay::start(3, 30, "consistent-hash", |_| {});
     let mut client = relay.client();
-    let page = client.get("/bookings?limit=30").json();
-    let ids: Vec<String> = page
-        .get("items")
-        .and_then(Value::as_array)
-        .expect("items")
-        .iter()
-        .map(|b| {
-            b.get("booking_id")
-                .and_then(Value::as_str)
-                .expect("id")
-                .to_string()
-        })
-        .collect();
+    let ids = common::some_ids(relay.addr, 30);
     let mut owners = HashMap::new();
     for _ in 0..3 {
         for id in &ids {

@@ -726,14 +726,25 @@ pub fn post_concurrently(addr: SocketAddr, threads: usize, each: usize, prefix: 
 
 /// The first booking id a node or relay at `addr` lists.
 pub fn some_id(addr: SocketAddr) -> String {
-    let page = Client::connect(addr).get("/bookings?limit=1").json();
+    some_ids(addr, 1).pop().expect("a seeded booking")
+}
+
+/// The ids of the first `limit` bookings, in id order.
+pub fn some_ids(addr: SocketAddr, limit: usize) -> Vec<String> {
+    let page = Client::connect(addr)
+        .get(&format!("/bookings?limit={limit}"))
+        .json();
     page.get("items")
         .and_then(Value::as_array)
-        .and_then(|items| items.first())
-        .and_then(|b| b.get("booking_id"))
-        .and_then(Value::as_str)
-        .expect("a seeded booking")
-        .to_string()
+        .expect("items")
+        .iter()
+        .map(|b| {
+            b.get("booking_id")
+                .and_then(Value::as_str)
+                .expect("id")
+                .to_string()
+        })
+        .collect()
 }
 
 /// HEAD of `path` answers like GET (same status and `Content-Length`) with

@@ -8,6 +8,9 @@ mod common;
 use bookrelay::json::Value;
 use common::events::{events_after, seq, text, wait_for_event, WAIT};
 use common::{admin, node_field, Act, FakeBackend, TestRelay};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 /// Details are sentences, never Rust `Debug` text.
@@ -62,6 +65,46 @@ fn a_kill_is_followed_by_down_and_a_revive_by_up() {
         relay.client().get("/health").status,
         200,
         "the revived node serves again"
+    );
+}
+
+#[test]
+fn under_load_a_kill_is_recorded_before_the_failures_it_causes() {
+    let relay = TestRelay::start(2, 0, "round-robin", |_| {});
+    let name = relay.node_names()[0].clone();
+    let before = events_after(relay.addr, 0).last().map_or(0, seq);
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, mut client) = (Arc::clone(&stop), relay.client());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    client.get("/health");
+                }
+            })
+        })
+        .collect();
+    let killed = admin(
+        relay.addr,
+        "POST",
+        &format!("/_relay/nodes/{name}/kill"),
+        "",
+    );
+    assert_eq!(killed.status, 200, "{}", killed.text());
+    let down = wait_for_event(relay.addr, before, "down", Some(&name));
+    stop.store(true, Ordering::Relaxed);
+    for worker in load {
+        worker.join().expect("load thread");
+    }
+    let of_node: Vec<Value> = events_after(relay.addr, before)
+        .into_iter()
+        .filter(|e| text(e, "node") == Some(name.as_str()) && seq(e) <= seq(&down))
+        .collect();
+    assert_eq!(
+        text(&of_node[0], "kind"),
+        Some("kill"),
+        "cause first: {:?}",
+        of_node.iter().map(|e| text(e, "kind")).collect::<Vec<_>>()
     );
 }
 

@@ -94,15 +94,14 @@ impl Relay {
                 format!("'{name}' is an external backend; only spawned nodes can be killed"),
             ));
         };
-        match server.take() {
-            Some(mut running) => running.kill(),
-            None => {
-                return Err(refuse(
-                    409,
-                    format!("node '{name}' is not running; revive it first"),
-                ))
-            }
-        }
+        let Some(mut running) = server.take() else {
+            return Err(refuse(
+                409,
+                format!("node '{name}' is not running; revive it first"),
+            ));
+        };
+        // Recorded before the cut, so that the history reads cause first: the failed
+        // requests, retries and "down" the kill sets off come after it.
         self.events.record(
             EventKind::Kill,
             Some(name),
@@ -111,6 +110,7 @@ impl Relay {
                 backend.addr
             ),
         );
+        running.kill();
         Ok(info(&backend))
     }
 
@@ -170,7 +170,6 @@ impl Relay {
                 format!("node '{name}' is not running; revive it first"),
             ));
         };
-        running.node().set_failing(failing);
         let (kind, detail) = if failing {
             (
                 EventKind::Fail,
@@ -182,7 +181,9 @@ impl Relay {
                 "healed from the admin API: it answers requests normally again",
             )
         };
+        // Cause before its effects (the 500s and the ejection), as for a kill.
         self.events.record(kind, Some(name), detail);
+        running.node().set_failing(failing);
         Ok(info(&backend))
     }
 

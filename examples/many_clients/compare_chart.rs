@@ -36,6 +36,26 @@ pub fn chart_svg(options: &Options, results: &[RunResult]) -> String {
         r#"<text x="20" y="{}" font-weight="bold">Share of requests per node (bars) and cache hit rate (dots)</text>"#,
         top - 10.0
     );
+    // The bars' colours: node 1, 2, … in the relay's order (names differ per run).
+    if let Some(first) = results.first() {
+        for (i, node) in first.nodes.iter().enumerate() {
+            let x = 420.0 + 130.0 * i as f64;
+            let label = if node.delay.is_zero() {
+                format!("node {}", i + 1)
+            } else {
+                format!("node {} (+{} ms)", i + 1, node.delay.as_millis())
+            };
+            let _ = write!(
+                svg,
+                r#"<rect x="{x}" y="{:.1}" width="12" height="12" fill="{}"/><text x="{}" y="{:.1}">{}</text>"#,
+                top - 20.0,
+                palette[i % palette.len()],
+                x + 16.0,
+                top - 10.0,
+                xml(&label)
+            );
+        }
+    }
     for tick in [0, 25, 50, 75, 100] {
         let y = top + panel - panel * f64::from(tick) / 100.0;
         let _ = write!(

@@ -1012,6 +1012,45 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_write_is_run_by_its_own_caller_and_queued_ones_by_the_writer_thread() {
+        let (_dir, store) = store();
+        let led = store.writer.led_batches();
+        store.create(&sample("alone"), None).expect("create");
+        assert_eq!(
+            store.update("alone", |b| Ok(Booking {
+                special_requests: Some("window".into()),
+                ..b.clone()
+            })),
+            Ok(Booking {
+                special_requests: Some("window".into()),
+                ..sample("alone")
+            }),
+            "the leader computes its own change"
+        );
+        assert_eq!(store.delete("alone"), Ok(()));
+        assert_eq!(
+            store.writer.led_batches() - led,
+            3,
+            "one at a time, each caller ran its own batch"
+        );
+        let led = store.writer.led_batches();
+        let writes: Vec<BatchWrite<'_, Result<Created, Error>>> = ["q1", "q2"]
+            .into_iter()
+            .map(|id| -> BatchWrite<'_, _> {
+                Box::new(move |s: &Store| s.create(&sample(id), None))
+            })
+            .collect();
+        for result in in_one_batch(&store, writes) {
+            assert!(result.is_ok(), "{result:?}");
+        }
+        assert_eq!(
+            store.writer.led_batches(),
+            led,
+            "writes queued while the writer was held went to the writer thread"
+        );
+    }
+
+    #[test]
     fn a_panic_in_the_writer_answers_its_batch_with_an_error_and_the_writer_goes_on() {
         let (_dir, store) = store();
         store.writer.panic_in_next_batch();

@@ -7,6 +7,14 @@
 //! only then wakes each waiter with its own outcome. See the parent module's
 //! docs for why; this file is the mechanism.
 //!
+//! **Who runs a batch.** A write that arrives while no batch is running is
+//! not handed over: its caller runs the batch itself (its own write and
+//! anything queued with it) on the shared write connection, so a lone writer
+//! pays no thread switches. Writes that arrive while a batch runs queue up,
+//! and the writer thread takes them as the next batch the moment the running
+//! one ends. One flag under the queue's lock (`Queue::running`) makes sure a
+//! single thread runs a batch at a time.
+//!
 //! **Updates.** [`Store::update`](super::Store::update) takes a closure that
 //! may borrow from its caller and need not be `Send`, so it cannot travel to
 //! the writer. Instead the writer, inside the batch's transaction, reads the
@@ -203,6 +211,8 @@ struct Queue {
     closing: bool,
     /// The thread has ended; writes are refused.
     stopped: bool,
+    /// A batch is being run, by the writer thread or by a caller leading it.
+    running: bool,
     /// Test hook: take no batch while set.
     held: bool,
     /// Test hook: panic inside the next batch's transaction.
@@ -211,17 +221,42 @@ struct Queue {
 
 pub(super) struct Shared {
     queue: Mutex<Queue>,
-    /// Signalled when the queue changes.
+    /// Signalled when the queue changes or a batch ends.
     arrived: Condvar,
+    /// The write connection, used by whoever runs the batch (`Queue::running`
+    /// makes that one thread at a time); `None` after a failure left it
+    /// unusable, until [`Shared::connect`] replaces it.
+    conn: Mutex<Option<Connection>>,
+    connect: Mutex<Box<dyn Fn() -> Result<Connection, Error> + Send>>,
     writes: AtomicU64,
     commits: AtomicU64,
     largest_batch: AtomicU64,
+    /// Batches run by a caller rather than the writer thread.
+    led: AtomicU64,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Held by whoever runs a batch; dropped (even by a panic), it marks the
+/// batch finished and wakes the writer thread for whatever queued meanwhile.
+struct Running<'a>(&'a Shared);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.lock().running = false;
+        self.0.arrived.notify_all();
+    }
+}
+
+/// A caller running a batch that holds its own write, at `index`: its update
+/// is computed right here by `change` (it has no one to hand the row to).
+struct Leader<'a> {
+    index: usize,
+    change: &'a mut dyn FnMut(&Booking) -> Option<Result<Booking, Invalid>>,
 }
 
 /// The writer thread of one database file, shared by every
@@ -266,19 +301,23 @@ impl Writer {
                 entries: VecDeque::new(),
                 closing: false,
                 stopped: false,
+                running: false,
                 held: false,
                 panic_next_batch: false,
             }),
             arrived: Condvar::new(),
+            conn: Mutex::new(Some(conn)),
+            connect: Mutex::new(Box::new(connect)),
             writes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             largest_batch: AtomicU64::new(0),
+            led: AtomicU64::new(0),
         });
         let thread = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn({
                 let shared = Arc::clone(&shared);
-                move || run(&shared, conn, connect)
+                move || run(&shared)
             })
             .map_err(|e| Error::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
@@ -306,7 +345,8 @@ impl Writer {
             state: Mutex::new(State::Queued),
             changed: Condvar::new(),
         });
-        {
+        let mut change = change;
+        let led = {
             let mut queue = self.shared.lock();
             if queue.stopped || queue.closing {
                 return Err(writer_gone());
@@ -315,10 +355,49 @@ impl Writer {
                 slot: Arc::clone(&slot),
                 write,
             });
-            self.shared.arrived.notify_all();
+            if queue.running || queue.held {
+                self.shared.arrived.notify_all();
+                None
+            } else {
+                // No batch is running: this caller runs one itself, its own
+                // write and whatever else is queued, rather than hand it to
+                // the writer thread and wait to be woken (two thread
+                // switches per write when writes come one at a time).
+                queue.running = true;
+                Some(take_from(&mut queue))
+            }
+        };
+        if let Some(mut batch) = led {
+            let running = Running(&self.shared);
+            self.shared.led.fetch_add(1, Ordering::Relaxed);
+            let own = batch.iter().position(|t| Arc::ptr_eq(&t.slot, &slot));
+            let mut own_panic = None;
+            {
+                let mut inline = |current: &Booking| {
+                    let change = change.take()?;
+                    match catch_unwind(AssertUnwindSafe(|| change(current))) {
+                        Ok(computed) => Some(computed),
+                        Err(payload) => {
+                            own_panic = Some(payload);
+                            None
+                        }
+                    }
+                };
+                let mut leader = own.map(|index| Leader {
+                    index,
+                    change: &mut inline,
+                });
+                run_batch(&self.shared, &mut batch, leader.as_mut());
+            }
+            drop(batch);
+            drop(running);
+            if let Some(payload) = own_panic {
+                // The caller's own panic reaches the caller, as when the
+                // writer thread runs its change on this thread.
+                std::panic::resume_unwind(payload);
+            }
         }
         let deadline = Instant::now() + MAX_WRITE_WAIT;
-        let mut change = change;
         let mut state = slot.lock();
         loop {
             match &*state {
@@ -385,6 +464,12 @@ impl Writer {
     #[cfg(test)]
     pub(super) fn shared_for_test(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
+    }
+
+    /// Test hook: how many batches callers ran themselves.
+    #[cfg(test)]
+    pub(super) fn led_batches(&self) -> u64 {
+        self.shared.led.load(Ordering::Relaxed)
     }
 
     /// Test hook: the next batch panics inside its transaction.
@@ -496,68 +581,77 @@ impl Drop for Stopped<'_> {
     }
 }
 
-/// The writer thread.
-fn run(shared: &Shared, conn: Connection, connect: impl Fn() -> Result<Connection, Error>) {
+/// The writer thread: runs the batches no caller leads, those that queue
+/// while another batch runs.
+fn run(shared: &Shared) {
     let _stopped = Stopped(shared);
-    let mut conn = Some(conn);
-    while let Some(mut batch) = take_batch(shared) {
-        let size = batch.len() as u64;
-        let panic_now = std::mem::take(&mut shared.lock().panic_next_batch);
-        if conn.is_none() {
-            conn = connect().ok();
-        }
-        let Some(c) = conn.as_ref() else {
-            for taken in &mut batch {
-                taken.answer(Err(Error::Database(
-                    "the store's writer could not reopen the database".into(),
-                )));
-            }
-            continue;
-        };
-        let ran = catch_unwind(AssertUnwindSafe(|| commit(c, &mut batch, panic_now)));
-        // Counted before anyone is answered, so a caller that has its answer
-        // also sees its write in the counters.
-        shared.writes.fetch_add(size, Ordering::Relaxed);
-        match ran {
-            Ok(Ok(())) => {
-                shared.commits.fetch_add(1, Ordering::Relaxed);
-                shared.largest_batch.fetch_max(size, Ordering::Relaxed);
-                for taken in &mut batch {
-                    let outcome = taken.result.take().unwrap_or_else(|| {
-                        Err(Error::Database("a write of the batch was not run".into()))
-                    });
-                    taken.answer(outcome);
-                }
-            }
-            Ok(Err(error)) => {
-                // A connection left inside a transaction would fail every
-                // later BEGIN: roll it back or replace it.
-                if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
-                    conn = None;
-                }
-                for taken in &mut batch {
-                    taken.answer(Err(error.clone()));
-                }
-            }
-            Err(_panic) => {
-                // The batch's writes answer as they drop; the connection is
-                // rolled back or, failing that, replaced.
-                if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
-                    conn = None;
-                }
-            }
-        }
+    while let Some(mut batch) = wait_for_batch(shared) {
+        let running = Running(shared);
+        run_batch(shared, &mut batch, None);
         drop(batch);
+        drop(running);
     }
 }
 
-/// Waits for writes and takes the next batch; `None` once the writer is
-/// closing and the queue is empty.
-fn take_batch(shared: &Shared) -> Option<Vec<Taken>> {
+/// Runs `batch` on the write connection and answers every write in it.
+fn run_batch(shared: &Shared, batch: &mut Vec<Taken>, leader: Option<&mut Leader<'_>>) {
+    let size = batch.len() as u64;
+    let panic_now = std::mem::take(&mut shared.lock().panic_next_batch);
+    let mut conn = shared.conn.lock().unwrap_or_else(|e| e.into_inner());
+    if conn.is_none() {
+        let connect = shared.connect.lock().unwrap_or_else(|e| e.into_inner());
+        *conn = connect().ok();
+    }
+    let Some(c) = conn.as_ref() else {
+        for taken in batch.iter_mut() {
+            taken.answer(Err(Error::Database(
+                "the store's writer could not reopen the database".into(),
+            )));
+        }
+        return;
+    };
+    let ran = catch_unwind(AssertUnwindSafe(|| commit(c, batch, panic_now, leader)));
+    // Counted before anyone is answered, so a caller that has its answer
+    // also sees its write in the counters.
+    shared.writes.fetch_add(size, Ordering::Relaxed);
+    match ran {
+        Ok(Ok(())) => {
+            shared.commits.fetch_add(1, Ordering::Relaxed);
+            shared.largest_batch.fetch_max(size, Ordering::Relaxed);
+            for taken in batch.iter_mut() {
+                let outcome = taken.result.take().unwrap_or_else(|| {
+                    Err(Error::Database("a write of the batch was not run".into()))
+                });
+                taken.answer(outcome);
+            }
+        }
+        Ok(Err(error)) => {
+            // A connection left inside a transaction would fail every
+            // later BEGIN: roll it back or replace it.
+            if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
+                *conn = None;
+            }
+            for taken in batch.iter_mut() {
+                taken.answer(Err(error.clone()));
+            }
+        }
+        Err(_panic) => {
+            // The batch's writes answer as they drop; the connection is
+            // rolled back or, failing that, replaced.
+            if !c.is_autocommit() && c.execute_batch("ROLLBACK").is_err() {
+                *conn = None;
+            }
+        }
+    }
+}
+
+/// Waits until writes are queued and no batch runs, and takes the next
+/// batch; `None` once the writer is closing and the queue is empty.
+fn wait_for_batch(shared: &Shared) -> Option<Vec<Taken>> {
     let mut queue = shared.lock();
     loop {
-        while queue.entries.is_empty() || (queue.held && !queue.closing) {
-            if queue.closing && queue.entries.is_empty() {
+        while queue.entries.is_empty() || queue.running || (queue.held && !queue.closing) {
+            if queue.closing && queue.entries.is_empty() && !queue.running {
                 return None;
             }
             queue = shared
@@ -565,61 +659,76 @@ fn take_batch(shared: &Shared) -> Option<Vec<Taken>> {
                 .wait(queue)
                 .unwrap_or_else(|e| e.into_inner());
         }
-        let mut batch: Vec<Taken> = Vec::new();
-        let mut bytes = 0;
-        let mut ids: HashSet<String> = HashSet::new();
-        while batch.len() < MAX_BATCH_WRITES {
-            let Some(front) = queue.entries.front() else {
-                break;
-            };
-            let mut state = front.slot.lock();
-            if matches!(*state, State::Abandoned) {
-                drop(state);
-                queue.entries.pop_front();
-                continue;
-            }
-            let size = front.write.bytes();
-            let full = !batch.is_empty() && bytes + size > MAX_BATCH_BYTES;
-            // An update's row is read at the start of the batch; an earlier
-            // write of the same booking in the batch would make it stale.
-            let stale =
-                matches!(front.write, Write::Update { .. }) && ids.contains(front.write.id());
-            if full || stale {
-                break;
-            }
-            *state = State::Taken;
-            drop(state);
-            let Some(entry) = queue.entries.pop_front() else {
-                break;
-            };
-            bytes += size;
-            ids.insert(entry.write.id().to_string());
-            batch.push(Taken {
-                slot: entry.slot,
-                write: entry.write,
-                result: None,
-                answered: false,
-            });
-        }
+        let batch = take_from(&mut queue);
         // Every queued write was abandoned: wait again.
         if !batch.is_empty() {
+            queue.running = true;
             return Some(batch);
         }
     }
 }
 
+/// The next batch from the front of the queue (empty if every queued write
+/// was abandoned).
+fn take_from(queue: &mut Queue) -> Vec<Taken> {
+    let mut batch: Vec<Taken> = Vec::new();
+    let mut bytes = 0;
+    let mut ids: HashSet<String> = HashSet::new();
+    while batch.len() < MAX_BATCH_WRITES {
+        let Some(front) = queue.entries.front() else {
+            break;
+        };
+        let mut state = front.slot.lock();
+        if matches!(*state, State::Abandoned) {
+            drop(state);
+            queue.entries.pop_front();
+            continue;
+        }
+        let size = front.write.bytes();
+        let full = !batch.is_empty() && bytes + size > MAX_BATCH_BYTES;
+        // An update's row is read at the start of the batch; an earlier
+        // write of the same booking in the batch would make it stale.
+        let stale = matches!(front.write, Write::Update { .. }) && ids.contains(front.write.id());
+        if full || stale {
+            break;
+        }
+        *state = State::Taken;
+        drop(state);
+        let Some(entry) = queue.entries.pop_front() else {
+            break;
+        };
+        bytes += size;
+        ids.insert(entry.write.id().to_string());
+        batch.push(Taken {
+            slot: entry.slot,
+            write: entry.write,
+            result: None,
+            answered: false,
+        });
+    }
+    batch
+}
+
 /// Runs one batch as one transaction. `Err` means the transaction failed as a
 /// whole and nothing of it was committed; each write's own outcome is left
 /// in its `result`.
-fn commit(conn: &Connection, batch: &mut [Taken], panic_now: bool) -> Result<(), Error> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+fn commit(
+    conn: &Connection,
+    batch: &mut [Taken],
+    panic_now: bool,
+    mut leader: Option<&mut Leader<'_>>,
+) -> Result<(), Error> {
+    sql(conn, "BEGIN IMMEDIATE")?;
     if panic_now {
         panic!("test hook: the writer panics inside a batch");
     }
     // Hand every update its current row first, so callers compute in parallel.
-    for taken in batch.iter_mut() {
+    let leader_index = leader.as_ref().map(|l| l.index);
+    let mut leader_row: Option<Booking> = None;
+    for (i, taken) in batch.iter_mut().enumerate() {
         if let Write::Update { id } = &taken.write {
             match read_row(conn, id) {
+                Ok(Some(current)) if Some(i) == leader_index => leader_row = Some(current),
                 Ok(Some(current)) => taken.slot.set(State::Row(current)),
                 Ok(None) => taken.result = Some(Err(Error::NotFound)),
                 Err(error) => {
@@ -631,14 +740,20 @@ fn commit(conn: &Connection, batch: &mut [Taken], panic_now: bool) -> Result<(),
             }
         }
     }
-    for taken in batch.iter_mut() {
+    for (i, taken) in batch.iter_mut().enumerate() {
         if taken.result.is_some() {
             continue;
         }
-        conn.execute_batch("SAVEPOINT one_write")?;
-        match apply(conn, taken) {
+        // The leader's own change, computed here; everyone else's comes from
+        // its own thread (see `Taken::wait_computed`).
+        let computed = match &mut leader {
+            Some(leader) if i == leader.index => leader_row.take().map(|row| (leader.change)(&row)),
+            _ => None,
+        };
+        sql(conn, "SAVEPOINT one_write")?;
+        match apply(conn, taken, computed) {
             Ok(outcome) => {
-                conn.execute_batch("RELEASE one_write")?;
+                sql(conn, "RELEASE one_write")?;
                 taken.result = Some(Ok(outcome));
             }
             Err(error) => {
@@ -647,12 +762,21 @@ fn commit(conn: &Connection, batch: &mut [Taken], panic_now: bool) -> Result<(),
                 if conn.is_autocommit() {
                     return Err(error);
                 }
-                conn.execute_batch("ROLLBACK TO one_write; RELEASE one_write")?;
+                sql(conn, "ROLLBACK TO one_write")?;
+                sql(conn, "RELEASE one_write")?;
                 taken.result = Some(Err(error));
             }
         }
     }
-    conn.execute_batch("COMMIT")?;
+    sql(conn, "COMMIT")?;
+    Ok(())
+}
+
+/// Runs one statement of transaction control, prepared once per connection:
+/// a batch of one write runs four of them, and parsing each anew was a
+/// measurable part of a lone write.
+fn sql(conn: &Connection, statement: &str) -> Result<(), Error> {
+    conn.prepare_cached(statement)?.execute([])?;
     Ok(())
 }
 
@@ -665,11 +789,17 @@ fn read_row(conn: &Connection, id: &str) -> Result<Option<Booking>, Error> {
 }
 
 /// One write's statements, inside its savepoint.
-fn apply(conn: &Connection, taken: &Taken) -> Result<Outcome, Error> {
+/// `computed`: an update's new row when the batch's leader computed it.
+fn apply(
+    conn: &Connection,
+    taken: &Taken,
+    computed: Option<Option<Result<Booking, Invalid>>>,
+) -> Result<Outcome, Error> {
     match &taken.write {
         Write::Create { booking, key } => create(conn, booking, key.as_ref()),
         Write::Update { id } => {
-            let updated = match taken.wait_computed() {
+            let computed = computed.unwrap_or_else(|| taken.wait_computed());
+            let updated = match computed {
                 Some(Ok(updated)) => updated,
                 Some(Err(invalid)) => return Err(Error::Invalid(invalid)),
                 None => {

@@ -8,9 +8,13 @@
 //
 //   cargo run --release -- --listen 127.0.0.1:18080 --db /tmp/shot/bookings.db &
 //   sleep 3
+//   NODE_PATH=/tmp/pw/node_modules node images/capture-events.mjs http://127.0.0.1:18080 &
+//   sleep 6   # the page is open and polling before the load starts
 //   cargo run --release --example many_clients -- --target 127.0.0.1:18080 \
-//     --duration 20 --kill-at 4 --revive-at 10 &
-//   NODE_PATH=/tmp/pw/node_modules node images/capture-events.mjs http://127.0.0.1:18080
+//     --duration 20 --write-ratio 0 --kill-at 4 --revive-at 10
+//
+// (a browser started under full load can take many seconds to open the page;
+// started first, it sees the whole run, so its 10 s rates are real.)
 //
 // Steps: loads /_relay/ before the kill, waits (DOM state, no fixed sleep)
 // until its log holds a kill, a down, a revive and an up of one node, in that

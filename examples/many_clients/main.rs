@@ -33,7 +33,6 @@ mod svg;
 mod timeline;
 mod workload;
 
-use bookrelay::balancer::NAMES;
 use bookrelay::cli::RelayConfig;
 use bookrelay::launch;
 use bookrelay::relay::RelayServer;
@@ -128,7 +127,8 @@ fn write_file(path: &str, text: String) -> Result<(), String> {
 
 fn main_with(options: &Options) -> Result<(), String> {
     if options.compare {
-        let results = NAMES
+        let results = options
+            .balancers
             .iter()
             .map(|balancer| run_own(options, balancer))
             .collect::<Result<Vec<_>, _>>()?;

@@ -44,6 +44,7 @@ Output:
                        unless given, the scenario is one node 20 ms slow (--node-delay 0,0,20),
                        hot keys (--zipf 1.1 over 600 ids, caches of 200), --weights 2,1,1
                        and 4 s per balancer
+  --balancers LIST     with --compare: only these balancers, comma-separated [default: all]
   --svg PATH           draw the results (one run, or the comparison) as an SVG chart
   --timeline PATH      draw requests per second per node over time, events marked, as SVG
   -h, --help           this text
@@ -113,6 +114,8 @@ pub struct Options {
     pub ejection_time: Option<Duration>,
     pub actions: Vec<Action>,
     pub compare: bool,
+    /// The balancers `--compare` runs, in order.
+    pub balancers: Vec<String>,
     pub svg: Option<String>,
     pub timeline: Option<String>,
 }
@@ -137,6 +140,7 @@ impl Default for Options {
             ejection_time: None,
             actions: Vec::new(),
             compare: false,
+            balancers: NAMES.iter().map(|n| n.to_string()).collect(),
             svg: None,
             timeline: None,
         }
@@ -282,6 +286,16 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--heal-at" => options
                 .actions
                 .push(action(name, &value()?, ActionKind::Heal)?),
+            "--balancers" => {
+                let list = value()?;
+                options.balancers = list.split(',').map(|n| n.trim().to_string()).collect();
+                if let Some(bad) = options.balancers.iter().find(|n| !NAMES.contains(&n.as_str())) {
+                    return Err(format!(
+                        "--balancers: '{bad}' is not a balancer; they are {}",
+                        NAMES.join(", ")
+                    ));
+                }
+            }
             "--svg" => options.svg = Some(value()?),
             "--timeline" => options.timeline = Some(value()?),
             other => return Err(format!("unknown option {other}")),
@@ -492,6 +506,7 @@ mod tests {
         assert!(refused("--compare --kill-at 1").contains("one run"));
         assert!(refused("--balancer fastest").contains("must be one of"));
         assert!(refused("--slow-start -1").contains("seconds"));
+        assert!(refused("--compare --balancers p2c,fastest").contains("'fastest' is not"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::options::Options;
 use crate::report::RunResult;
-use crate::svg::{nice_ceiling, xml};
+use crate::svg::{nice_ceiling, open, xml};
 
 /// Two panels: per balancer, each node's share of requests (bars) with its
 /// cache hit rate (dots); then p50/p95/p99 latency per balancer.
@@ -15,19 +15,10 @@ pub fn chart_svg(options: &Options, results: &[RunResult]) -> String {
     ];
     let (width, group_width) = (160 + 140 * results.len().max(1), 140.0);
     let height = 620;
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = write!(
-        svg,
-        r#"<rect width="{width}" height="{height}" fill="white"/>"#
-    );
-    let _ = write!(
-        svg,
-        r#"<text x="20" y="28" font-size="14" font-weight="bold">many_clients: {}</text>"#,
-        xml(&options.describe_workload())
+    let mut svg = open(
+        width as f64,
+        f64::from(height),
+        &format!("many_clients: {}", options.describe_workload()),
     );
     // Panel 1: share per node (0..100%) and hit rate.
     let (top, panel) = (60.0, 220.0);

@@ -289,7 +289,11 @@ pub fn parse(args: &[String]) -> Result<Option<Options>, String> {
             "--balancers" => {
                 let list = value()?;
                 options.balancers = list.split(',').map(|n| n.trim().to_string()).collect();
-                if let Some(bad) = options.balancers.iter().find(|n| !NAMES.contains(&n.as_str())) {
+                if let Some(bad) = options
+                    .balancers
+                    .iter()
+                    .find(|n| !NAMES.contains(&n.as_str()))
+                {
                     return Err(format!(
                         "--balancers: '{bad}' is not a balancer; they are {}",
                         NAMES.join(", ")

@@ -4,7 +4,7 @@
 //! and its return, in one picture.
 
 use crate::report::RunResult;
-use crate::svg::{nice_ceiling, xml};
+use crate::svg::{nice_ceiling, open, xml};
 use crate::workload::{NO_NODE, SLICE};
 use std::fmt::Write as _;
 
@@ -42,7 +42,7 @@ pub fn timeline_svg(title: &str, result: &RunResult) -> String {
     let span = (slices as f64 * slice_s).max(result.elapsed.as_secs_f64());
     let per_second = 1.0 / slice_s;
     let names = result.node_names();
-    let peak = (0..slices)
+    let totals: Vec<u64> = (0..slices)
         .map(|i| {
             let all: u64 = result
                 .tally
@@ -52,28 +52,27 @@ pub fn timeline_svg(title: &str, result: &RunResult) -> String {
                 .sum();
             all
         })
-        .max()
-        .unwrap_or(0) as f64
-        * per_second;
+        .collect();
+    let peak = totals.iter().copied().max().unwrap_or(0) as f64 * per_second;
     // Four grid steps of a round size.
     let y_top = 4.0 * nice_ceiling((peak / 4.0).max(1.0));
     let x = |seconds: f64| left + plot_w * (seconds / span).clamp(0.0, 1.0);
     let y = |rate: f64| top + plot_h - plot_h * (rate / y_top).min(1.0);
+    // The points of a line through each slice's middle, from a count per slice.
+    let polyline = |count: &dyn Fn(usize) -> u64| {
+        (0..slices)
+            .map(|i| {
+                format!(
+                    "{:.1},{:.1}",
+                    x((i as f64 + 0.5) * slice_s),
+                    y(count(i) as f64 * per_second)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
 
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" font-size="12">"#
-    );
-    let _ = write!(
-        svg,
-        r#"<rect width="{width}" height="{height}" fill="white"/>"#
-    );
-    let _ = write!(
-        svg,
-        r#"<text x="20" y="26" font-size="14" font-weight="bold">{}</text>"#,
-        xml(title)
-    );
+    let mut svg = open(width, height, title);
     let _ = write!(
         svg,
         r##"<text x="20" y="46" fill="#555">requests per second answered by each node ({} ms slices); red bars: client errors; lines: relay events</text>"##,
@@ -109,25 +108,10 @@ pub fn timeline_svg(title: &str, result: &RunResult) -> String {
     }
     // All answers together, thin and grey: a kill shows as a dip here only if the others
     // could not take the dead node's share.
-    let totals: Vec<String> = (0..slices)
-        .map(|i| {
-            let count: u64 = result
-                .tally
-                .by_node
-                .values()
-                .map(|t| t.per_slice.get(i).copied().unwrap_or(0))
-                .sum();
-            format!(
-                "{:.1},{:.1}",
-                x((i as f64 + 0.5) * slice_s),
-                y(count as f64 * per_second)
-            )
-        })
-        .collect();
     let _ = write!(
         svg,
         r##"<polyline fill="none" stroke="#888" stroke-width="1.5" stroke-dasharray="6 3" points="{}"/><line x1="{:.1}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#888" stroke-width="1.5" stroke-dasharray="6 3"/><text x="{:.1}" y="{:.1}">all nodes</text>"##,
-        totals.join(" "),
+        polyline(&|i| totals[i]),
         left + plot_w + 16.0,
         left + plot_w + 30.0,
         top - 8.0,
@@ -145,20 +129,10 @@ pub fn timeline_svg(title: &str, result: &RunResult) -> String {
         let node = &result.tally.by_node[*name];
         let colour = PALETTE[n % PALETTE.len()];
         let stroke = 2.0 + 2.0 * (answered.len() - 1 - n) as f64;
-        let points: Vec<String> = (0..slices)
-            .map(|i| {
-                let count = node.per_slice.get(i).copied().unwrap_or(0);
-                format!(
-                    "{:.1},{:.1}",
-                    x((i as f64 + 0.5) * slice_s),
-                    y(count as f64 * per_second)
-                )
-            })
-            .collect();
         let _ = write!(
             svg,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="{stroke}" stroke-linejoin="round" points="{}"/>"#,
-            points.join(" ")
+            polyline(&|i| node.per_slice.get(i).copied().unwrap_or(0))
         );
         let label = result
             .nodes

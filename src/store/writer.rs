@@ -594,7 +594,7 @@ fn run(shared: &Shared) {
 }
 
 /// Runs `batch` on the write connection and answers every write in it.
-fn run_batch(shared: &Shared, batch: &mut Vec<Taken>, leader: Option<&mut Leader<'_>>) {
+fn run_batch(shared: &Shared, batch: &mut [Taken], leader: Option<&mut Leader<'_>>) {
     let size = batch.len() as u64;
     let panic_now = std::mem::take(&mut shared.lock().panic_next_batch);
     let mut conn = shared.conn.lock().unwrap_or_else(|e| e.into_inner());

@@ -19,6 +19,10 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// together, at start and after `POST /_relay/nodes`.
 pub const MAX_NODES: usize = 64;
 
+/// Largest `--max-conns-per-node`: beyond this a cap no longer bounds anything a machine
+/// running the relay could hold.
+pub const MAX_CONNS_PER_NODE: u64 = 100_000;
+
 /// The environment variable holding the admin token when neither
 /// `--admin-token-file` nor `--admin-token` is given.
 pub const ADMIN_TOKEN_ENV: &str = "BOOKRELAY_ADMIN_TOKEN";
@@ -57,6 +61,11 @@ pub struct RelayConfig {
     /// How long a node's first outlier ejection lasts (later ones: this ×
     /// their count; see [`crate::relay::outlier`]).
     pub ejection_time: Duration,
+    /// At most this many requests in flight at each node; more wait in the relay's line
+    /// ([`crate::relay::queue`]). `None`: no cap.
+    pub max_conns_per_node: Option<usize>,
+    /// Longest a request waits in that line before it is answered 503.
+    pub queue_timeout: Duration,
     /// Largest request body the relay forwards.
     pub max_body_bytes: u64,
     /// Longest silence between two pieces of a backend's response body.
@@ -92,6 +101,8 @@ impl Default for RelayConfig {
             health_interval: Duration::from_millis(1000),
             health_path: Some("/health".into()),
             ejection_time: crate::relay::outlier::BASE_EJECTION,
+            max_conns_per_node: None,
+            queue_timeout: crate::relay::queue::QUEUE_TIMEOUT,
             max_body_bytes: crate::http::MAX_BODY_BYTES as u64,
             read_timeout: Duration::from_secs(60),
             access_log: false,
@@ -171,6 +182,9 @@ Options:
                            HTTP checks, only connect failures and resets count [default: /health]
   --ejection-time MS       how long a node whose answers were 5xx 5 times in a row gets no
                            traffic; each later ejection lasts longer [default: 30000]
+  --max-conns-per-node N   at most N requests in flight at each node; more wait in line in
+                           the relay, first come first served; 0 = no cap [default: 0]
+  --queue-timeout MS       longest wait in that line, then 503 [default: 5000]
   --max-body BYTES         largest request body the relay forwards (larger: 413)
                            [default: 1048576]
   --read-timeout SECS      longest silence between two pieces of a backend's response body;
@@ -285,6 +299,19 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
                 }
                 config.ejection_time = Duration::from_millis(ms);
             }
+            "--max-conns-per-node" => {
+                let n = options.number_up_to(&option, MAX_CONNS_PER_NODE)?;
+                config.max_conns_per_node = (n > 0).then_some(n as usize);
+            }
+            "--queue-timeout" => {
+                let ms = options.number(&option)?;
+                if ms == 0 {
+                    return Err(Error(
+                        "--queue-timeout must be at least 1 millisecond".into(),
+                    ));
+                }
+                config.queue_timeout = Duration::from_millis(ms);
+            }
             "--health-path" => {
                 let path = options.value(&option)?;
                 config.health_path = if path == "none" {
@@ -387,6 +414,8 @@ const RELAY_OPTIONS: &[&str] = &[
     "--health-interval",
     "--health-path",
     "--ejection-time",
+    "--max-conns-per-node",
+    "--queue-timeout",
     "--max-body",
     "--read-timeout",
     "--access-log",
@@ -610,8 +639,12 @@ mod tests {
             "--listen 127.0.0.1:0 --nodes 2 --backend 127.0.0.1:9001 --balancer=weighted \
              --weights 5,1,1 --db /tmp/x.db --seed 10 --cache-capacity 8 --cache-ttl 0 \
              --node-delay 0,20 --health-interval 250 --access-log --admin-token s3cret \
-             --max-connections 100 --health-path / --max-body 8388608 --read-timeout 5",
+             --max-connections 100 --health-path / --max-body 8388608 --read-timeout 5 \
+             --max-conns-per-node 32 --queue-timeout 250",
         );
+        assert_eq!(config.max_conns_per_node, Some(32));
+        assert_eq!(config.queue_timeout, Duration::from_millis(250));
+        assert_eq!(relay("--max-conns-per-node 0").max_conns_per_node, None);
         assert_eq!(config.health_path.as_deref(), Some("/"));
         assert_eq!(config.max_body_bytes, 8_388_608);
         assert_eq!(config.read_timeout, Duration::from_secs(5));

@@ -216,6 +216,21 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// Adds one to `counter` if it is below `cap`, atomically, so that racing callers never
+    /// take it past the cap; `None` when it is full.
+    pub fn enter_below(counter: &Arc<AtomicU64>, cap: u64) -> Option<InFlight> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            counter: Arc::clone(counter),
+        })
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::Relaxed);

@@ -17,6 +17,7 @@
 use super::backend::{Topology, LATENCY_BUCKETS, RESPONSE_CLASSES};
 use super::control::{NodeInfo, Refusal};
 use super::events::Event;
+use super::queue::QueueStats;
 use super::{utc_timestamp, Relay};
 use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};
@@ -45,10 +46,14 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
             .with_body(crate::dashboard::PAGE.as_bytes().to_vec()),
         // The dashboard's relative links need the trailing slash.
         ("GET" | "HEAD", []) => Response::new(301).with_header("Location", "/_relay/"),
-        ("GET" | "HEAD", ["status"]) => Response::json(200, status_json(&relay.topology())),
+        ("GET" | "HEAD", ["status"]) => Response::json(
+            200,
+            status_json(&relay.topology(), relay.queue().stats()),
+        ),
         ("GET" | "HEAD", ["metrics"]) => {
             let mut text = metrics_text(&relay.topology());
             text.push_str(&connection_metrics(relay.counters()));
+            text.push_str(&queue_metrics(relay.queue().stats()));
             Response::new(200)
                 .with_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 .with_body(text.into_bytes())
@@ -430,7 +435,7 @@ fn json_number(value: f64) -> String {
 /// `ejected` (out of rotation for its 5xx answers, [`super::outlier`]; its
 /// `healthy` still says what its checks say), `ejections` (times ejected)
 /// and `responses` (the clients' answers by status class).
-pub fn status_json(topology: &Topology) -> String {
+pub fn status_json(topology: &Topology, queue: QueueStats) -> String {
     let mut out = String::with_capacity(256 + topology.backends.len() * 256);
     out.push_str("{\"balancer\":");
     json::write_str(&mut out, topology.balancer.name());
@@ -476,7 +481,42 @@ pub fn status_json(topology: &Topology) -> String {
         }
         out.push_str("}}");
     }
-    out.push_str("]}");
+    let cap = queue.cap.map_or("null".to_string(), |c| c.to_string());
+    let _ = write!(
+        out,
+        "],\"queue\":{{\"cap\":{cap},\"waiting\":{},\"waited\":{},\"timeouts\":{}}}}}",
+        queue.waiting, queue.waited, queue.timeouts
+    );
+    out
+}
+
+/// The line of requests waiting for a slot (`--max-conns-per-node`), for Prometheus.
+pub fn queue_metrics(queue: QueueStats) -> String {
+    let mut out = String::new();
+    for (name, kind, help, value) in [
+        (
+            "bookrelay_queue_waiting",
+            "gauge",
+            "Requests waiting in the relay for a node with a free slot (--max-conns-per-node).",
+            queue.waiting as u64,
+        ),
+        (
+            "bookrelay_queue_waited_total",
+            "counter",
+            "Requests that had to wait for a slot.",
+            queue.waited,
+        ),
+        (
+            "bookrelay_queue_timeouts_total",
+            "counter",
+            "Requests answered 503 after waiting the whole queue timeout.",
+            queue.timeouts,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
     out
 }
 
@@ -651,6 +691,7 @@ mod tests {
     use super::*;
     use crate::relay::backend::{Backend, Kind};
     use crate::relay::health::HealthState;
+    use crate::relay::queue::{Queue, QUEUE_TIMEOUT};
     use std::sync::Arc;
 
     fn topology() -> Topology {
@@ -692,7 +733,9 @@ mod tests {
         let long_ago = Instant::now() - std::time::Duration::from_secs(50);
         // Up 50 s ago with a 100 s ramp: 0.1 + 0.9 × 0.5 = 0.55 of weight 2.
         topology.backends[0].begin_slow_start(std::time::Duration::from_secs(100), long_ago);
-        let status = json::parse(status_json(&topology).as_bytes()).expect("valid JSON");
+        let status =
+            json::parse(status_json(&topology, Queue::new(None, QUEUE_TIMEOUT).stats()).as_bytes())
+                .expect("valid JSON");
         let nodes = status
             .get("nodes")
             .and_then(|v| v.as_array())
@@ -714,11 +757,27 @@ mod tests {
 
     #[test]
     fn status_lists_every_node_with_the_spec_fields() {
-        let status = json::parse(status_json(&topology()).as_bytes()).expect("valid JSON");
+        let status = json::parse(
+            status_json(&topology(), Queue::new(Some(8), QUEUE_TIMEOUT).stats()).as_bytes(),
+        )
+        .expect("valid JSON");
         assert_eq!(
             status.get("balancer").and_then(|v| v.as_str()),
             Some("weighted")
         );
+        let queue = status.get("queue").expect("queue");
+        for (field, want) in [
+            ("cap", 8.0),
+            ("waiting", 0.0),
+            ("waited", 0.0),
+            ("timeouts", 0.0),
+        ] {
+            assert_eq!(
+                queue.get(field).and_then(|v| v.as_f64()),
+                Some(want),
+                "{field}"
+            );
+        }
         let nodes = status
             .get("nodes")
             .and_then(|v| v.as_array())

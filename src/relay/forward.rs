@@ -32,9 +32,9 @@ use super::events::{EventKind, Events};
 use super::failopen::{self, FailOpen, Fitness};
 use super::health::in_words;
 use super::outlier::{Ejector, Verdict, CONSECUTIVE_5XX};
+use super::queue::Queue;
 use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
-use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
 use crate::http::parse::{ResponseFraming, ResponseHead};
 use crate::http::upstream::{
@@ -245,6 +245,8 @@ pub struct Context<'a> {
     pub ejector: &'a Ejector,
     /// Whether the last request found too few fit nodes.
     pub fail_open: &'a FailOpen,
+    /// The cap on requests in flight per node, and the line of those waiting for a slot.
+    pub queue: &'a Queue,
 }
 
 /// Forwards `request` through `exchange`, streaming both bodies. Retries,
@@ -261,6 +263,7 @@ pub fn forward(
         events,
         ejector,
         fail_open,
+        queue,
     } = *context;
     let Some(mut out) = prepare(request, exchange) else {
         return Forwarded {
@@ -275,16 +278,40 @@ pub fn forward(
     // The node a failed attempt was on and why, until the retry is sent.
     let mut retry_from: Option<(Arc<Backend>, String)> = None;
     let eligible = eligible_nodes(topology, events, fail_open);
+    let mut ticket = queue.ticket();
+    let queue_deadline = Instant::now() + queue.timeout();
     loop {
-        let states = topology.states(&eligible, &excluded, Instant::now());
+        // With a cap, a request waits in line behind those already waiting, and picks only
+        // among the nodes with a free slot; without one, `full` is all false.
+        if ticket.behind_others() && ticket.wait(queue_deadline).is_err() {
+            return queue_timeout(exchange, request, events, queue);
+        }
+        let full: Vec<bool> = topology
+            .backends
+            .iter()
+            .map(|b| queue.is_full(b.in_flight.load(Ordering::Relaxed)))
+            .collect();
+        let blocked: Vec<bool> = excluded.iter().zip(&full).map(|(e, f)| *e || *f).collect();
+        let states = topology.states(&eligible, &blocked, Instant::now());
         let Some(index) = topology.balancer.pick(&states, key.as_deref()) else {
+            let waits_for_a_slot = (0..full.len()).any(|i| full[i] && eligible[i] && !excluded[i]);
+            if waits_for_a_slot {
+                if ticket.wait(queue_deadline).is_err() {
+                    return queue_timeout(exchange, request, events, queue);
+                }
+                continue;
+            }
             break;
         };
         let backend = &topology.backends[index];
+        // Lost a race for the last slot: pick again (now it counts as full).
+        let Some(_slot) = queue.try_take(&backend.in_flight) else {
+            continue;
+        };
+        std::mem::replace(&mut ticket, queue.ticket()).admitted();
         if let Some((from, why)) = retry_from.take() {
             record_retry(events, request, &from, &why, backend);
         }
-        let _in_flight = InFlight::enter(&backend.in_flight);
         backend.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let failure = match attempt(backend, &mut out, peer, exchange, read_timeout) {
@@ -381,6 +408,35 @@ pub fn forward(
                 node: None,
             }
         }
+    }
+}
+
+/// The 503 for a request that waited its whole queue timeout for a slot; it was sent nowhere.
+fn queue_timeout(
+    exchange: &mut Exchange<'_>,
+    request: &Request,
+    events: &Events,
+    queue: &Queue,
+) -> Forwarded {
+    let cap = queue.cap().unwrap_or_default();
+    let waited = duration_words(queue.timeout());
+    exchange.respond(&Response::error(
+        503,
+        &format!(
+            "every node is busy with its limit of {cap} requests (--max-conns-per-node) and this request waited {waited} in line for one; try again shortly"
+        ),
+    ));
+    events.record(
+        EventKind::Error,
+        None,
+        format!(
+            "answered 503 to {}: it waited {waited} in line and no node had a free slot (at most {cap} requests each)",
+            request_words(request)
+        ),
+    );
+    Forwarded {
+        status: Some(503),
+        node: None,
     }
 }
 

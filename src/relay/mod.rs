@@ -18,6 +18,7 @@ pub mod forward;
 pub mod health;
 pub mod outlier;
 pub mod pool;
+pub mod queue;
 pub mod rate_limited_log;
 pub mod tunnel;
 
@@ -35,6 +36,7 @@ use events::Events;
 use failopen::FailOpen;
 use health::HealthState;
 use outlier::Ejector;
+use queue::Queue;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -68,6 +70,7 @@ pub struct Relay {
     ejector: Ejector,
     /// Whether too few nodes are fit, so requests go to all reachable ones.
     fail_open: FailOpen,
+    queue: Queue,
 }
 
 impl Relay {
@@ -86,6 +89,11 @@ impl Relay {
     }
 
     /// The relay's recent history.
+    /// The per-node cap and the line of requests waiting under it.
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
     pub fn events(&self) -> &Events {
         &self.events
     }
@@ -168,6 +176,7 @@ impl Handler for Relay {
             events: &self.events,
             ejector: &self.ejector,
             fail_open: &self.fail_open,
+            queue: &self.queue,
         };
         let forwarded = forward::forward(&topology, &request, peer, exchange, &context);
         self.log_access(
@@ -250,6 +259,7 @@ impl RelayServer {
             events: Arc::default(),
             ejector: Ejector::new(config.ejection_time),
             fail_open: FailOpen::default(),
+            queue: Queue::new(config.max_conns_per_node, config.queue_timeout),
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;

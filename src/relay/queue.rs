@@ -12,8 +12,9 @@
 //! How: a request asks for a slot at the node its balancer picked ([`Queue::try_take`], a
 //! compare-and-swap on the node's in-flight count, so the cap is never passed). When every
 //! node it may use is full, or others already wait, it joins the line ([`Ticket`]) and parks.
-//! A freed slot ([`Slot`]'s drop) gives the front of the line a turn and wakes it; that request
-//! picks again. A request that waits longer than the queue's timeout gets a 503.
+//! A freed slot ([`Slot`]'s drop) gives a turn to the longest-waiting request without one and
+//! wakes it; that request picks again (and if another took the slot first, waits on in its
+//! place). A request that waits longer than the queue's timeout gets a 503.
 //!
 //! Pure mechanism: which nodes are full and what to do on a timeout are the caller's
 //! (`forward.rs`).
@@ -140,11 +141,13 @@ impl Queue {
         }
     }
 
-    /// Gives the front of the line its turn and wakes it.
-    fn wake_front(line: &VecDeque<Arc<Waiter>>) {
-        if let Some(front) = line.front() {
-            front.turn.store(true, Ordering::SeqCst);
-            front.thread.unpark();
+    /// Gives a turn to the longest-waiting request that has none yet, and wakes it: each freed
+    /// slot wakes a different waiter, so that slots freed together are taken in parallel rather
+    /// than handed down the line one wake-up at a time.
+    fn wake_next(line: &VecDeque<Arc<Waiter>>) {
+        if let Some(next) = line.iter().find(|w| !w.turn.load(Ordering::SeqCst)) {
+            next.turn.store(true, Ordering::SeqCst);
+            next.thread.unpark();
         }
     }
 }
@@ -194,7 +197,7 @@ impl Ticket<'_> {
         }
     }
 
-    /// Leaves the line; if a turn was ours or a slot may be free, the next in line gets one.
+    /// Leaves the line; a turn given to this request and not used passes to the next waiter.
     fn leave(&mut self) {
         let Some(waiter) = self.waiter.take() else {
             return;
@@ -203,12 +206,12 @@ impl Ticket<'_> {
         let mut line = queue.lock();
         line.retain(|w| !Arc::ptr_eq(w, &waiter));
         queue.waiting.store(line.len(), Ordering::SeqCst);
-        // More than one slot may have freed: the next waiter tries too (if none is free it
-        // simply waits again).
-        Queue::wake_front(&line);
+        if waiter.turn.load(Ordering::SeqCst) {
+            Queue::wake_next(&line);
+        }
     }
 
-    /// The request got its slot: out of the line, and the next one gets a try.
+    /// The request got its slot: out of the line (its turn was used).
     pub fn admitted(mut self) {
         self.leave();
     }
@@ -224,7 +227,7 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         drop(self.in_flight.take());
         if self.queue.waiting.load(Ordering::SeqCst) > 0 {
-            Queue::wake_front(&self.queue.lock());
+            Queue::wake_next(&self.queue.lock());
         }
     }
 }

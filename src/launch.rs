@@ -4,16 +4,13 @@
 
 use crate::cli::{self, NodeArgs, RelayConfig};
 use crate::names::{random_name, NameGenerator};
-use crate::node::{Node, NodeConfig, NodeServer};
+use crate::node::{self, bind, start_node, NodeConfig, NodeServer};
 use crate::rand::Rng;
 use crate::relay::RelayServer;
 use crate::store::Store;
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Why the system could not start; one sentence for the terminal.
 #[derive(Debug)]
@@ -27,20 +24,10 @@ impl fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
-/// Binds `addr`, explaining the usual failures in words.
-pub fn bind(addr: &str) -> Result<TcpListener, LaunchError> {
-    TcpListener::bind(addr).map_err(|error| {
-        let why = match error.kind() {
-            io::ErrorKind::AddrInUse => {
-                "the address is already in use (is another bookrelay running?)".to_string()
-            }
-            io::ErrorKind::PermissionDenied => {
-                "permission denied (ports below 1024 need root)".to_string()
-            }
-            _ => error.to_string(),
-        };
-        LaunchError(format!("cannot listen on {addr}: {why}"))
-    })
+impl From<node::StartError> for LaunchError {
+    fn from(error: node::StartError) -> Self {
+        LaunchError(error.0)
+    }
 }
 
 /// Opens the database and inserts `seed` sample bookings if it is empty.
@@ -51,14 +38,6 @@ pub fn prepare_database(db: &Path, seed: usize) -> Result<usize, LaunchError> {
     store
         .seed_if_empty(seed, &mut Rng::from_entropy())
         .map_err(|e| LaunchError(format!("cannot seed database {}: {e}", db.display())))
-}
-
-/// Starts one node server on `listener`.
-pub fn start_node(config: &NodeConfig, listener: TcpListener) -> Result<NodeServer, LaunchError> {
-    let node = Node::open(config)
-        .map_err(|e| LaunchError(format!("cannot open database {}: {e}", config.db.display())))?;
-    NodeServer::start(Arc::new(node), listener)
-        .map_err(|e| LaunchError(format!("cannot start node {}: {e}", config.name)))
 }
 
 /// `bookrelay node`: one node in the foreground until the process is killed.

@@ -55,6 +55,43 @@ pub struct NodeConfig {
     pub delay: Duration,
 }
 
+/// Why a node could not start (its port, its database): one sentence for
+/// the terminal or the relay's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Binds `addr`, explaining the usual failures in words.
+pub fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|error| {
+        let why = match error.kind() {
+            io::ErrorKind::AddrInUse => {
+                "the address is already in use (is another bookrelay running?)".to_string()
+            }
+            io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need root)".to_string()
+            }
+            _ => error.to_string(),
+        };
+        StartError(format!("cannot listen on {addr}: {why}"))
+    })
+}
+
+/// Starts one node server on `listener`.
+pub fn start_node(config: &NodeConfig, listener: TcpListener) -> Result<NodeServer, StartError> {
+    let node = Node::open(config)
+        .map_err(|e| StartError(format!("cannot open database {}: {e}", config.db.display())))?;
+    NodeServer::start(Arc::new(node), listener)
+        .map_err(|e| StartError(format!("cannot start node {}: {e}", config.name)))
+}
+
 /// A node's state, shared by all its connection threads.
 pub struct Node {
     name: String,

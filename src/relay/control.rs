@@ -26,8 +26,7 @@ use super::events::EventKind;
 use super::health::HealthState;
 use super::Relay;
 use crate::cli::{MAX_NODES, MAX_WEIGHT};
-use crate::launch;
-use crate::node::NodeConfig;
+use crate::node::{self, NodeConfig};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -128,10 +127,9 @@ impl Relay {
             return Err(refuse(409, format!("node '{name}' is already running")));
         }
         let cannot = || format!("node '{name}' could not be started again");
-        let listener =
-            launch::bind(&backend.addr.to_string()).map_err(|e| failed(cannot())(e.0))?;
+        let listener = node::bind(&backend.addr.to_string()).map_err(|e| failed(cannot())(e.0))?;
         let delay = backend.node_delay().unwrap_or_default();
-        let started = launch::start_node(&self.node_config(name, delay), listener)
+        let started = node::start_node(&self.node_config(name, delay), listener)
             .map_err(|e| failed(cannot())(e.0))?;
         *server = Some(started);
         backend.pool.clear();
@@ -206,8 +204,8 @@ impl Relay {
             .unwrap_or_else(|e| e.into_inner())
             .next_name();
         let cannot = || "a new node could not be started".to_string();
-        let listener = launch::bind("127.0.0.1:0").map_err(|e| failed(cannot())(e.0))?;
-        let server = launch::start_node(&self.node_config(&name, Duration::ZERO), listener)
+        let listener = node::bind("127.0.0.1:0").map_err(|e| failed(cannot())(e.0))?;
+        let server = node::start_node(&self.node_config(&name, Duration::ZERO), listener)
             .map_err(|e| failed(cannot())(e.0))?;
         let addr = server.addr();
         let backend = Arc::new(Backend::new(

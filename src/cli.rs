@@ -6,18 +6,11 @@
 //! Both `--option value` and `--option=value` are accepted. Every option has a
 //! default, so `bookrelay` alone starts a working system.
 
-use crate::balancer::{BoundedConsistentHash, NAMES};
+use crate::balancer::{BoundedConsistentHash, MAX_WEIGHT, NAMES};
+use crate::relay::MAX_NODES;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Largest weight accepted: the consistent-hash ring holds 160 points per unit
-/// of weight, so weights beyond this would only cost memory.
-pub const MAX_WEIGHT: u32 = 1000;
-
-/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
-/// together, at start and after `POST /_relay/nodes`.
-pub const MAX_NODES: usize = 64;
 
 /// The environment variable holding the admin token when neither
 /// `--admin-token-file` nor `--admin-token` is given.

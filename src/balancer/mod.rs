@@ -123,6 +123,10 @@ impl Default for Options {
     }
 }
 
+/// Largest weight accepted: the consistent-hash ring holds 160 points per unit
+/// of weight, so weights beyond this would only cost memory.
+pub const MAX_WEIGHT: u32 = 1000;
+
 /// Every strategy's CLI name, in the order `--help` lists them.
 pub const NAMES: [&str; 8] = [
     RoundRobin::NAME,

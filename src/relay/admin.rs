@@ -18,6 +18,7 @@ use super::backend::{Topology, LATENCY_BUCKETS, RESPONSE_CLASSES};
 use super::control::{NodeInfo, Refusal};
 use super::events::Event;
 use super::{utc_timestamp, Relay};
+use crate::balancer::MAX_WEIGHT;
 use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};
 use crate::json::{self, Value};
@@ -304,7 +305,12 @@ fn add_node(relay: &Relay, body: &[u8]) -> Response {
         None => 1,
         Some(value) => match as_weight(value) {
             Some(weight) => weight,
-            None => return Response::error(400, "weight must be a whole number from 0 to 1000"),
+            None => {
+                return Response::error(
+                    400,
+                    &format!("weight must be a whole number from 0 to {MAX_WEIGHT}"),
+                )
+            }
         },
     };
     match relay.add_node(weight) {
@@ -337,7 +343,7 @@ fn switch_balancer(relay: &Relay, body: &[u8]) -> Response {
             _ => {
                 return Response::error(
                     400,
-                    "weights must be an array of whole numbers from 0 to 1000",
+                    &format!("weights must be an array of whole numbers from 0 to {MAX_WEIGHT}"),
                 )
             }
         },

@@ -41,6 +41,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
+/// together, at start and after `POST /_relay/nodes`.
+pub const MAX_NODES: usize = 64;
+
 /// Stack of each client connection thread: the relay parses and copies, it
 /// recurses nowhere, so this is plenty.
 pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;

@@ -3,14 +3,18 @@
 //! the examples, so all three start the system the same way.
 
 use crate::cli::{self, NodeArgs, RelayConfig};
-use crate::names::{random_name, NameGenerator};
-use crate::node::{self, bind, start_node, NodeConfig, NodeServer};
+use crate::names::random_name;
+use crate::node::{self, bind, start_node, NodeConfig};
 use crate::rand::Rng;
+use crate::relay::spawned::Spawned;
 use crate::relay::RelayServer;
+use crate::sim::{NodeTemplate, Simulator};
 use crate::store::Store;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the system could not start; one sentence for the terminal.
 #[derive(Debug)]
@@ -64,9 +68,18 @@ pub fn run_node(args: &NodeArgs) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// The simulator of `config`'s node threads.
+pub fn simulator(config: &RelayConfig) -> Simulator {
+    Simulator::new(NodeTemplate {
+        db: config.db.clone(),
+        cache_capacity: config.cache_capacity,
+        cache_ttl: config.cache_ttl,
+    })
+}
+
 /// Spawns `config.nodes` node threads on free loopback ports, with unique
-/// friendly names, after seeding the database once.
-pub fn spawn_nodes(config: &RelayConfig) -> Result<Vec<NodeServer>, LaunchError> {
+/// friendly names and their `--node-delay`, after seeding the database once.
+pub fn spawn_nodes(config: &RelayConfig, sim: &Simulator) -> Result<Vec<Spawned>, LaunchError> {
     let seeded = prepare_database(&config.db, config.seed)?;
     if seeded > 0 {
         println!(
@@ -74,19 +87,10 @@ pub fn spawn_nodes(config: &RelayConfig) -> Result<Vec<NodeServer>, LaunchError>
             config.db.display()
         );
     }
-    let mut names = NameGenerator::new(Rng::from_entropy());
-    let mut servers = Vec::with_capacity(config.nodes);
-    for i in 0..config.nodes {
-        let node = NodeConfig {
-            name: names.next_name(),
-            db: config.db.clone(),
-            cache_capacity: config.cache_capacity,
-            cache_ttl: config.cache_ttl,
-            delay: config.node_delays.get(i).copied().unwrap_or_default(),
-        };
-        servers.push(start_node(&node, bind("127.0.0.1:0")?)?);
-    }
-    Ok(servers)
+    let delays: Vec<Duration> = (0..config.nodes)
+        .map(|i| config.node_delays.get(i).copied().unwrap_or_default())
+        .collect();
+    Ok(sim.start_many(&delays)?)
 }
 
 /// Settles the admin token: `--admin-token-file` is read into
@@ -143,12 +147,13 @@ pub fn start_relay(config: &RelayConfig) -> Result<RelayServer, LaunchError> {
     let config = &config;
     // Bind first: a port in use should fail before nodes or data are touched.
     let listener = bind(&listen_address(&config.listen))?;
+    let sim = simulator(config);
     let nodes = if config.nodes > 0 {
-        spawn_nodes(config)?
+        spawn_nodes(config, &sim)?
     } else {
         Vec::new()
     };
-    RelayServer::start(config, listener, nodes)
+    RelayServer::start(config, listener, nodes, Some(Arc::new(sim)))
 }
 
 /// The default command: relay + node threads in the foreground.

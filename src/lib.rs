@@ -21,6 +21,7 @@
 //! | [`http`] | request parsing, response writing, one connection's loop |
 //! | [`relay`] | accept, forward over pooled connections, health, `/_relay/*` |
 //! | [`node`] | the node server and its booking routes |
+//! | [`sim`] | the node simulator: node threads the relay can kill, revive, make sick and add |
 //! | [`booking`] | the booking record and its field rules (pure) |
 //! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log, group commit |
 //! | [`cache`] | the per-node LRU with TTL and invalidation |
@@ -45,5 +46,6 @@ pub mod node;
 pub mod rand;
 pub mod relay;
 pub mod sample;
+pub mod sim;
 pub mod store;
 pub mod temp_dir;

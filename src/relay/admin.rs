@@ -450,7 +450,7 @@ pub fn status_json(topology: &Topology) -> String {
         json::write_str(&mut out, &backend.name());
         out.push_str(",\"addr\":");
         json::write_str(&mut out, &backend.addr.to_string());
-        let kind = if backend.is_thread() {
+        let kind = if backend.is_spawned() {
             "thread"
         } else {
             "external"

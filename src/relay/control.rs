@@ -26,9 +26,8 @@ use super::events::EventKind;
 use super::health::HealthState;
 use super::{Relay, MAX_NODES};
 use crate::balancer::MAX_WEIGHT;
-use crate::node::{self, NodeConfig};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -87,20 +86,17 @@ impl Relay {
     pub fn kill_node(&self, name: &str) -> Result<NodeInfo, Refusal> {
         let _changing = self.lock_changes();
         let backend = self.find(name)?;
-        let Some(mut server) = backend.server() else {
+        let Some(node) = backend.spawned() else {
             return Err(refuse(
                 409,
                 format!("'{name}' is an external backend; only spawned nodes can be killed"),
             ));
         };
-        match server.take() {
-            Some(mut running) => running.kill(),
-            None => {
-                return Err(refuse(
-                    409,
-                    format!("node '{name}' is not running; revive it first"),
-                ))
-            }
+        if !node.kill() {
+            return Err(refuse(
+                409,
+                format!("node '{name}' is not running; revive it first"),
+            ));
         }
         self.events.record(
             EventKind::Kill,
@@ -117,21 +113,17 @@ impl Relay {
     pub fn revive_node(&self, name: &str) -> Result<NodeInfo, Refusal> {
         let _changing = self.lock_changes();
         let backend = self.find(name)?;
-        let Some(mut server) = backend.server() else {
+        let Some(node) = backend.spawned() else {
             return Err(refuse(
                 409,
                 format!("'{name}' is an external backend; only spawned nodes can be revived"),
             ));
         };
-        if server.is_some() {
+        if node.is_running() {
             return Err(refuse(409, format!("node '{name}' is already running")));
         }
-        let cannot = || format!("node '{name}' could not be started again");
-        let listener = node::bind(&backend.addr.to_string()).map_err(|e| failed(cannot())(e.0))?;
-        let delay = backend.node_delay().unwrap_or_default();
-        let started = node::start_node(&self.node_config(name, delay), listener)
-            .map_err(|e| failed(cannot())(e.0))?;
-        *server = Some(started);
+        node.revive()
+            .map_err(failed(format!("node '{name}' could not be started again")))?;
         backend.pool.clear();
         let was_up = backend.health.is_up();
         backend.health.reset(HealthState::healthy());
@@ -156,19 +148,18 @@ impl Relay {
         let _changing = self.lock_changes();
         let backend = self.find(name)?;
         let verb = if failing { "failed" } else { "healed" };
-        let Some(server) = backend.server() else {
+        let Some(node) = backend.spawned() else {
             return Err(refuse(
                 409,
                 format!("'{name}' is an external backend; only spawned nodes can be {verb}"),
             ));
         };
-        let Some(running) = server.as_ref() else {
+        if !node.set_failing(failing) {
             return Err(refuse(
                 409,
                 format!("node '{name}' is not running; revive it first"),
             ));
-        };
-        running.node().set_failing(failing);
+        }
         let (kind, detail) = if failing {
             (
                 EventKind::Fail,
@@ -184,11 +175,18 @@ impl Relay {
         Ok(info(&backend))
     }
 
-    /// Spawns one more node thread with weight `weight`; refused (409) when
-    /// the relay already balances over [`MAX_NODES`] nodes and backends.
+    /// Spawns one more node with weight `weight`; refused (409) when the
+    /// relay already balances over [`MAX_NODES`] nodes and backends, or has
+    /// no [`Spawner`](super::spawned::Spawner).
     pub fn add_node(&self, weight: u32) -> Result<NodeInfo, Refusal> {
         check_weight(weight)?;
         let _changing = self.lock_changes();
+        let Some(spawner) = &self.spawner else {
+            return Err(refuse(
+                409,
+                "this relay starts no nodes of its own; it balances over its --backend servers only",
+            ));
+        };
         let count = self.topology().backends.len();
         if count >= MAX_NODES {
             return Err(refuse(
@@ -203,18 +201,14 @@ impl Relay {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next_name();
-        let cannot = || "a new node could not be started".to_string();
-        let listener = node::bind("127.0.0.1:0").map_err(|e| failed(cannot())(e.0))?;
-        let server = node::start_node(&self.node_config(&name, Duration::ZERO), listener)
-            .map_err(|e| failed(cannot())(e.0))?;
-        let addr = server.addr();
+        let spawned = spawner
+            .spawn(&name)
+            .map_err(failed("a new node could not be started".into()))?;
+        let addr = spawned.addr;
         let backend = Arc::new(Backend::new(
-            name,
+            spawned.name,
             addr,
-            Kind::Thread {
-                server: Mutex::new(Some(server)),
-                delay: Duration::ZERO,
-            },
+            Kind::Spawned(spawned.node),
             HealthState::healthy(),
         ));
         backend.begin_slow_start(self.config.slow_start, Instant::now());
@@ -260,10 +254,8 @@ impl Relay {
         }
         let unfinished = backend.in_flight.load(Ordering::SeqCst);
         backend.retire();
-        if let Some(mut server) = backend.server() {
-            if let Some(mut running) = server.take() {
-                running.kill();
-            }
+        if let Some(node) = backend.spawned() {
+            node.kill();
         }
         let detail = if unfinished == 0 {
             "taken out of rotation, drained of its requests and stopped".to_string()
@@ -336,16 +328,6 @@ impl Relay {
     pub(super) fn balancer_options(&self) -> crate::balancer::Options {
         crate::balancer::Options {
             hash_balance_factor: self.config.hash_balance_factor,
-        }
-    }
-
-    fn node_config(&self, name: &str, delay: Duration) -> NodeConfig {
-        NodeConfig {
-            name: name.to_string(),
-            db: self.config.db.clone(),
-            cache_capacity: self.config.cache_capacity,
-            cache_ttl: self.config.cache_ttl,
-            delay,
         }
     }
 

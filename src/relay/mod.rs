@@ -19,6 +19,7 @@ pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod rate_limited_log;
+pub mod spawned;
 pub mod tunnel;
 
 use crate::cli::RelayConfig;
@@ -28,13 +29,13 @@ use crate::http::{Request, Response};
 use crate::launch::LaunchError;
 use crate::limits::{self, OpenFilesLimit};
 use crate::names::NameGenerator;
-use crate::node::NodeServer;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
 use events::Events;
 use failopen::FailOpen;
 use health::HealthState;
 use outlier::Ejector;
+use spawned::{Spawned, Spawner};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -72,6 +73,8 @@ pub struct Relay {
     ejector: Ejector,
     /// Whether too few nodes are fit, so requests go to all reachable ones.
     fail_open: FailOpen,
+    /// Starts the nodes `POST /_relay/nodes` adds; `None`: it adds none.
+    spawner: Option<Arc<dyn Spawner>>,
 }
 
 impl Relay {
@@ -193,24 +196,21 @@ pub struct RelayServer {
 
 impl RelayServer {
     /// Starts a relay on `listener` over the spawned `nodes` plus the
-    /// config's `--backend` addresses. An external backend is checked once
-    /// first, to learn its name; one that does not answer starts marked down.
+    /// config's `--backend` addresses; `spawner` starts the nodes added
+    /// later. An external backend is checked once first, to learn its name;
+    /// one that does not answer starts marked down.
     pub fn start(
         config: &RelayConfig,
         listener: TcpListener,
-        nodes: Vec<NodeServer>,
+        nodes: Vec<Spawned>,
+        spawner: Option<Arc<dyn Spawner>>,
     ) -> Result<RelayServer, LaunchError> {
         let mut backends = Vec::with_capacity(nodes.len() + config.backends.len());
-        for server in nodes {
-            let name = server.node().name().to_string();
-            let addr = server.addr();
+        for spawned in nodes {
             backends.push(Arc::new(Backend::new(
-                name,
-                addr,
-                Kind::Thread {
-                    delay: server.node().delay(),
-                    server: Mutex::new(Some(server)),
-                },
+                spawned.name,
+                spawned.addr,
+                Kind::Spawned(spawned.node),
                 HealthState::healthy(),
             )));
         }
@@ -254,6 +254,7 @@ impl RelayServer {
             events: Arc::default(),
             ejector: Ejector::new(config.ejection_time),
             fail_open: FailOpen::default(),
+            spawner,
         });
         for backend in &relay.topology().backends {
             relay.start_checker(backend).map_err(LaunchError)?;
@@ -304,10 +305,8 @@ impl Drop for RelayServer {
         }
         for backend in &self.relay.topology().backends {
             backend.pool.clear();
-            if let Some(mut server) = backend.server() {
-                if let Some(server) = server.as_mut() {
-                    server.kill();
-                }
+            if let Some(node) = backend.spawned() {
+                node.kill();
             }
         }
     }

@@ -63,7 +63,7 @@ pub struct RelayConfig {
     /// nobody did).
     pub admin_token_file: Option<PathBuf>,
     /// `None`: what the descriptor limit allows, at most 4096
-    /// ([`crate::relay::RelayServer::max_connections`]).
+    /// ([`crate::relay::connection_limit`]).
     pub max_connections: Option<usize>,
 }
 

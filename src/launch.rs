@@ -2,12 +2,13 @@
 //! listeners, print what started. Shared by `main`, the integration tests and
 //! the examples, so all three start the system the same way.
 
+use crate::balancer;
 use crate::cli::{self, NodeArgs, RelayConfig};
 use crate::names::random_name;
 use crate::node::{self, bind, start_node, NodeConfig};
 use crate::rand::Rng;
 use crate::relay::spawned::Spawned;
-use crate::relay::RelayServer;
+use crate::relay::{self, RelayServer};
 use crate::sim::{NodeTemplate, Simulator};
 use crate::store::Store;
 use std::ffi::OsString;
@@ -30,6 +31,12 @@ impl std::error::Error for LaunchError {}
 
 impl From<node::StartError> for LaunchError {
     fn from(error: node::StartError) -> Self {
+        LaunchError(error.0)
+    }
+}
+
+impl From<relay::StartError> for LaunchError {
+    fn from(error: relay::StartError) -> Self {
         LaunchError(error.0)
     }
 }
@@ -153,7 +160,33 @@ pub fn start_relay(config: &RelayConfig) -> Result<RelayServer, LaunchError> {
     } else {
         Vec::new()
     };
-    RelayServer::start(config, listener, nodes, Some(Arc::new(sim)))
+    Ok(RelayServer::start(
+        &relay_settings(config),
+        listener,
+        nodes,
+        Some(Arc::new(sim)),
+    )?)
+}
+
+/// What of `config` the relay itself is told.
+pub fn relay_settings(config: &RelayConfig) -> relay::Settings {
+    relay::Settings {
+        backends: config.backends.clone(),
+        balancer: config.balancer.clone(),
+        weights: config.weights.clone(),
+        balancer_options: balancer::Options {
+            hash_balance_factor: config.hash_balance_factor,
+        },
+        slow_start: config.slow_start,
+        health_interval: config.health_interval,
+        health_path: config.health_path.clone(),
+        ejection_time: config.ejection_time,
+        max_body_bytes: config.max_body_bytes,
+        read_timeout: config.read_timeout,
+        access_log: config.access_log,
+        admin_token: config.admin_token.clone(),
+        max_connections: config.max_connections,
+    }
 }
 
 /// The default command: relay + node threads in the foreground.
@@ -169,7 +202,8 @@ pub fn run_relay(config: &RelayConfig) -> Result<(), LaunchError> {
         topology.balancer.name()
     );
     drop(topology);
-    if let (allowed, Some(limit)) = crate::relay::connection_limit(config) {
+    let in_process = config.nodes > 0;
+    if let (allowed, Some(limit)) = relay::connection_limit(&relay_settings(config), in_process) {
         println!("{}", descriptor_notice(allowed, limit));
     }
     relay.wait();

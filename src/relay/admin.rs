@@ -91,7 +91,7 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
 
 /// The admin rule of SPEC §1 (`--admin-token`); see the module docs.
 fn authorize(relay: &Relay, request: &Request, peer: SocketAddr) -> Result<(), Response> {
-    match &relay.config().admin_token {
+    match &relay.settings().admin_token {
         Some(token) => match request.header("authorization").and_then(bearer_token) {
             Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(Response::error(

@@ -127,7 +127,7 @@ impl Relay {
         backend.pool.clear();
         let was_up = backend.health.is_up();
         backend.health.reset(HealthState::healthy());
-        backend.begin_slow_start(self.config.slow_start, Instant::now());
+        backend.begin_slow_start(self.settings.slow_start, Instant::now());
         self.events.record(
             EventKind::Revive,
             Some(name),
@@ -211,7 +211,7 @@ impl Relay {
             Kind::Spawned(spawned.node),
             HealthState::healthy(),
         ));
-        backend.begin_slow_start(self.config.slow_start, Instant::now());
+        backend.begin_slow_start(self.settings.slow_start, Instant::now());
         let current = self.topology();
         let mut backends = current.backends.clone();
         let mut weights = current.weights.clone();
@@ -326,16 +326,14 @@ impl Relay {
 
     /// The strategies' tuning from the command line.
     pub(super) fn balancer_options(&self) -> crate::balancer::Options {
-        crate::balancer::Options {
-            hash_balance_factor: self.config.hash_balance_factor,
-        }
+        self.settings.balancer_options
     }
 
     pub(super) fn start_checker(&self, backend: &Arc<Backend>) -> Result<(), String> {
         let settings = CheckerSettings {
-            interval: self.config.health_interval,
-            path: self.config.health_path.clone(),
-            slow_start: self.config.slow_start,
+            interval: self.settings.health_interval,
+            path: self.settings.health_path.clone(),
+            slow_start: self.settings.slow_start,
         };
         let checker = spawn_checker(
             Arc::clone(backend),

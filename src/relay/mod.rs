@@ -22,11 +22,10 @@ pub mod rate_limited_log;
 pub mod spawned;
 pub mod tunnel;
 
-use crate::cli::RelayConfig;
+use crate::balancer;
 use crate::http::conn::{Exchange, Handler};
 use crate::http::server::{Server, ServerCounters, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
-use crate::launch::LaunchError;
 use crate::limits::{self, OpenFilesLimit};
 use crate::names::NameGenerator;
 use crate::rand::Rng;
@@ -36,11 +35,12 @@ use failopen::FailOpen;
 use health::HealthState;
 use outlier::Ejector;
 use spawned::{Spawned, Spawner};
+use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
 /// together, at start and after `POST /_relay/nodes`.
@@ -50,10 +50,52 @@ pub const MAX_NODES: usize = 64;
 /// recurses nowhere, so this is plenty.
 pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 
+/// What a relay is started with (`launch` fills it from the command line).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `--backend` addresses, resolved once at start.
+    pub backends: Vec<String>,
+    /// The strategy's name, one of [`balancer::NAMES`].
+    pub balancer: String,
+    /// One per node, spawned first, then the backends; `None`: all 1.
+    pub weights: Option<Vec<u32>>,
+    pub balancer_options: balancer::Options,
+    /// How long a node that came up takes to ramp to its full share; zero: off.
+    pub slow_start: Duration,
+    pub health_interval: Duration,
+    /// What the active check requests; `None`: passive health only.
+    pub health_path: Option<String>,
+    /// How long a node's first outlier ejection lasts (later ones: this ×
+    /// their count; see [`outlier`]).
+    pub ejection_time: Duration,
+    /// Largest request body the relay forwards.
+    pub max_body_bytes: u64,
+    /// Longest silence between two pieces of a backend's response body.
+    pub read_timeout: Duration,
+    pub access_log: bool,
+    /// The token changing `/_relay/*` calls must present; `None`: such calls
+    /// are accepted from this machine only.
+    pub admin_token: Option<String>,
+    /// `None`: what the descriptor limit allows (see [`connection_limit`]).
+    pub max_connections: Option<usize>,
+}
+
+/// Why the relay could not start; one sentence for the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
 /// The relay's shared state.
 pub struct Relay {
     topology: RwLock<Arc<Topology>>,
-    config: RelayConfig,
+    settings: Settings,
     stop: Arc<AtomicBool>,
     checkers: Mutex<Vec<JoinHandle<()>>>,
     /// Friendly names, unique for the relay's life (added nodes get new ones).
@@ -83,8 +125,8 @@ impl Relay {
         Arc::clone(&self.topology.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn config(&self) -> &RelayConfig {
-        &self.config
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The client-side connection counters.
@@ -125,7 +167,7 @@ impl Relay {
         status: Option<u16>,
         node: Option<&Backend>,
     ) {
-        if !self.config.access_log {
+        if !self.settings.access_log {
             return;
         }
         eprintln!(
@@ -148,7 +190,7 @@ fn is_admin_path(path: &str) -> bool {
 
 impl Handler for Relay {
     fn max_body_bytes(&self) -> u64 {
-        self.config.max_body_bytes
+        self.settings.max_body_bytes
     }
 
     /// The relay's own endpoints, answered whole.
@@ -171,7 +213,7 @@ impl Handler for Relay {
         }
         let topology = self.topology();
         let context = forward::Context {
-            read_timeout: self.config.read_timeout,
+            read_timeout: self.settings.read_timeout,
             events: &self.events,
             ejector: &self.ejector,
             fail_open: &self.fail_open,
@@ -200,12 +242,13 @@ impl RelayServer {
     /// later. An external backend is checked once first, to learn its name;
     /// one that does not answer starts marked down.
     pub fn start(
-        config: &RelayConfig,
+        settings: &Settings,
         listener: TcpListener,
         nodes: Vec<Spawned>,
         spawner: Option<Arc<dyn Spawner>>,
-    ) -> Result<RelayServer, LaunchError> {
-        let mut backends = Vec::with_capacity(nodes.len() + config.backends.len());
+    ) -> Result<RelayServer, StartError> {
+        let in_process = !nodes.is_empty();
+        let mut backends = Vec::with_capacity(nodes.len() + settings.backends.len());
         for spawned in nodes {
             backends.push(Arc::new(Backend::new(
                 spawned.name,
@@ -214,36 +257,33 @@ impl RelayServer {
                 HealthState::healthy(),
             )));
         }
-        for text in &config.backends {
+        for text in &settings.backends {
             let addr = resolve(text)?;
-            backends.push(Arc::new(external_backend(text, addr, config)));
+            backends.push(Arc::new(external_backend(text, addr, settings)));
         }
-        let weights = config
+        let weights = settings
             .weights
             .clone()
             .unwrap_or_else(|| vec![1; backends.len()]);
         let mut seeds = Rng::from_entropy();
-        let options = crate::balancer::Options {
-            hash_balance_factor: config.hash_balance_factor,
-        };
         let topology = Topology::build(
             backends,
             weights,
-            &config.balancer,
+            &settings.balancer,
             seeds.next_u64(),
-            &options,
+            &settings.balancer_options,
         )
-        .map_err(|e| LaunchError(e.to_string()))?;
+        .map_err(|e| StartError(e.to_string()))?;
         let listen_addr = listener
             .local_addr()
-            .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
+            .map_err(|e| StartError(format!("cannot start the relay: {e}")))?;
         let mut names = NameGenerator::new(Rng::from_entropy());
         for backend in &topology.backends {
             names.reserve(&backend.name());
         }
         let relay = Arc::new(Relay {
             topology: RwLock::new(Arc::new(topology)),
-            config: config.clone(),
+            settings: settings.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             checkers: Mutex::new(Vec::new()),
             names: Mutex::new(names),
@@ -252,17 +292,17 @@ impl RelayServer {
             counters: Arc::default(),
             listen_addr,
             events: Arc::default(),
-            ejector: Ejector::new(config.ejection_time),
+            ejector: Ejector::new(settings.ejection_time),
             fail_open: FailOpen::default(),
             spawner,
         });
         for backend in &relay.topology().backends {
-            relay.start_checker(backend).map_err(LaunchError)?;
+            relay.start_checker(backend).map_err(StartError)?;
         }
         let options = ServerOptions {
             label: "relay".into(),
             stack_bytes: CONNECTION_STACK_BYTES,
-            max_connections: connection_limit(config).0,
+            max_connections: connection_limit(settings, in_process).0,
         };
         let server = Server::start(
             listener,
@@ -270,7 +310,7 @@ impl RelayServer {
             options,
             Arc::clone(&relay.counters),
         )
-        .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
+        .map_err(|e| StartError(format!("cannot start the relay: {e}")))?;
         Ok(RelayServer { relay, server })
     }
 
@@ -317,18 +357,19 @@ impl Drop for RelayServer {
 /// The client-connection limit: `--max-connections` if given, else what
 /// the open-files limit allows, at most [`DEFAULT_MAX_CONNECTIONS`]. A
 /// client connection being forwarded costs two descriptors, three when its
-/// node is a thread of this process. The open-files limit comes along when
-/// it is what set the figure, so that the relay can say so at start.
-pub fn connection_limit(config: &RelayConfig) -> (usize, Option<OpenFilesLimit>) {
-    if let Some(limit) = config.max_connections {
+/// node is a thread of this process (`in_process`: the relay spawned nodes
+/// at start). The open-files limit comes along when it is what set the
+/// figure, so that the relay can say so at start.
+pub fn connection_limit(settings: &Settings, in_process: bool) -> (usize, Option<OpenFilesLimit>) {
+    if let Some(limit) = settings.max_connections {
         return (limit, None);
     }
-    let per_connection = if config.nodes > 0 { 3 } else { 2 };
+    let per_connection = if in_process { 3 } else { 2 };
     limits::default_connections(per_connection, DEFAULT_MAX_CONNECTIONS)
 }
 
-fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backend {
-    let Some(path) = &config.health_path else {
+fn external_backend(text: &str, addr: SocketAddr, settings: &Settings) -> Backend {
+    let Some(path) = &settings.health_path else {
         return Backend::new(
             addr.to_string(),
             addr,
@@ -361,11 +402,11 @@ fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backe
 }
 
 /// Resolves `host:port` once, at start, so no request waits on DNS.
-fn resolve(text: &str) -> Result<SocketAddr, LaunchError> {
+fn resolve(text: &str) -> Result<SocketAddr, StartError> {
     text.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| LaunchError(format!("cannot resolve --backend {text}")))
+        .ok_or_else(|| StartError(format!("cannot resolve --backend {text}")))
 }
 
 /// `2026-11-21T03:13:36.123Z`: UTC, millisecond precision, for the access log.

@@ -7,7 +7,7 @@
 //! default, so `bookrelay` alone starts a working system.
 
 use crate::balancer::{BoundedConsistentHash, MAX_WEIGHT, NAMES};
-use crate::relay::MAX_NODES;
+use crate::relay::control::MAX_NODES;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -16,8 +16,9 @@
 
 use super::backend::{Topology, LATENCY_BUCKETS, RESPONSE_CLASSES};
 use super::control::{NodeInfo, Refusal};
+use super::events::utc_timestamp;
 use super::events::Event;
-use super::{utc_timestamp, Relay};
+use super::state::Relay;
 use crate::balancer::MAX_WEIGHT;
 use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};

@@ -24,12 +24,16 @@ use super::backend::{Backend, Kind, Topology};
 use super::checker::{spawn_checker, CheckerSettings};
 use super::events::EventKind;
 use super::health::HealthState;
-use super::{Relay, MAX_NODES};
+use super::state::Relay;
 use crate::balancer::MAX_WEIGHT;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
+/// together, at start and after `POST /_relay/nodes`.
+pub const MAX_NODES: usize = 64;
 
 /// Longest a remove waits for its node's requests to finish before stopping it anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -7,6 +7,11 @@
 //! ([`pool`]); a checker thread per node keeps its health current ([`health`]).
 //! The set of nodes and the balancer over them form one immutable
 //! [`backend::Topology`], swapped whole when either changes.
+//!
+//! This file starts and stops a relay ([`RelayServer`]) and routes each
+//! request; the state every request shares is [`state::Relay`], changed by
+//! [`control`]. Nodes the relay runs itself it knows only through the
+//! capabilities of [`spawned`] (the simulator, [`crate::sim`], provides them).
 
 pub mod admin;
 pub mod backend;
@@ -20,65 +25,31 @@ pub mod outlier;
 pub mod pool;
 pub mod rate_limited_log;
 pub mod spawned;
+pub mod state;
 pub mod tunnel;
 
-use crate::balancer;
 use crate::http::conn::{Exchange, Handler};
-use crate::http::server::{Server, ServerCounters, ServerOptions, DEFAULT_MAX_CONNECTIONS};
+use crate::http::server::{Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
 use crate::limits::{self, OpenFilesLimit};
 use crate::names::NameGenerator;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
-use events::Events;
+use events::utc_timestamp;
 use failopen::FailOpen;
 use health::HealthState;
 use outlier::Ejector;
 use spawned::{Spawned, Spawner};
+pub use state::{Relay, Settings};
 use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
-/// together, at start and after `POST /_relay/nodes`.
-pub const MAX_NODES: usize = 64;
+use std::time::{Instant, SystemTime};
 
 /// Stack of each client connection thread: the relay parses and copies, it
 /// recurses nowhere, so this is plenty.
 pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;
-
-/// What a relay is started with (`launch` fills it from the command line).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    /// `--backend` addresses, resolved once at start.
-    pub backends: Vec<String>,
-    /// The strategy's name, one of [`balancer::NAMES`].
-    pub balancer: String,
-    /// One per node, spawned first, then the backends; `None`: all 1.
-    pub weights: Option<Vec<u32>>,
-    pub balancer_options: balancer::Options,
-    /// How long a node that came up takes to ramp to its full share; zero: off.
-    pub slow_start: Duration,
-    pub health_interval: Duration,
-    /// What the active check requests; `None`: passive health only.
-    pub health_path: Option<String>,
-    /// How long a node's first outlier ejection lasts (later ones: this ×
-    /// their count; see [`outlier`]).
-    pub ejection_time: Duration,
-    /// Largest request body the relay forwards.
-    pub max_body_bytes: u64,
-    /// Longest silence between two pieces of a backend's response body.
-    pub read_timeout: Duration,
-    pub access_log: bool,
-    /// The token changing `/_relay/*` calls must present; `None`: such calls
-    /// are accepted from this machine only.
-    pub admin_token: Option<String>,
-    /// `None`: what the descriptor limit allows (see [`connection_limit`]).
-    pub max_connections: Option<usize>,
-}
 
 /// Why the relay could not start; one sentence for the terminal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,62 +63,7 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
-/// The relay's shared state.
-pub struct Relay {
-    topology: RwLock<Arc<Topology>>,
-    settings: Settings,
-    stop: Arc<AtomicBool>,
-    checkers: Mutex<Vec<JoinHandle<()>>>,
-    /// Friendly names, unique for the relay's life (added nodes get new ones).
-    names: Mutex<NameGenerator>,
-    /// Seeds for the random balancers of each new topology.
-    seeds: Mutex<Rng>,
-    /// Serialises changes to the node set, so two concurrent adds cannot
-    /// each build a topology that lacks the other's node.
-    changes: Mutex<()>,
-    /// Client connections accepted, refused at the limit, and panicked.
-    counters: Arc<ServerCounters>,
-    /// Where the relay listens (the bound address, port included).
-    listen_addr: SocketAddr,
-    /// The recent history (`/_relay/events`), shared with the checkers.
-    events: Arc<Events>,
-    /// Ejects nodes that answer 5xx too often in a row.
-    ejector: Ejector,
-    /// Whether too few nodes are fit, so requests go to all reachable ones.
-    fail_open: FailOpen,
-    /// Starts the nodes `POST /_relay/nodes` adds; `None`: it adds none.
-    spawner: Option<Arc<dyn Spawner>>,
-}
-
 impl Relay {
-    /// The current nodes and balancer.
-    pub fn topology(&self) -> Arc<Topology> {
-        Arc::clone(&self.topology.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    /// The client-side connection counters.
-    pub fn counters(&self) -> &ServerCounters {
-        &self.counters
-    }
-
-    /// The relay's recent history.
-    pub fn events(&self) -> &Events {
-        &self.events
-    }
-
-    /// The address the relay listens on (the bound one: a `:0` port resolved).
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
-    }
-
-    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// What the relay answers itself: `/_relay/*`, and 501 to `CONNECT`.
     fn own_answer(&self, request: &Request, peer: SocketAddr) -> Response {
         if request.method == "CONNECT" {
@@ -407,51 +323,4 @@ fn resolve(text: &str) -> Result<SocketAddr, StartError> {
         .ok()
         .and_then(|mut addrs| addrs.next())
         .ok_or_else(|| StartError(format!("cannot resolve --backend {text}")))
-}
-
-/// `2026-11-21T03:13:36.123Z`: UTC, millisecond precision, for the access log.
-pub fn utc_timestamp(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let (days, rest) = ((seconds / 86_400) as i64, seconds % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        let at = |secs: u64| utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
-        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20.000Z");
-        assert_eq!(
-            utc_timestamp(UNIX_EPOCH + Duration::from_millis(4_102_444_799_999)),
-            "2099-12-31T23:59:59.999Z"
-        );
-    }
 }

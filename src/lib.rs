@@ -25,7 +25,7 @@
 //! | [`booking`] | the booking record and its field rules (pure) |
 //! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log, group commit |
 //! | [`cache`] | the per-node LRU with TTL and invalidation |
-//! | [`balancer`] | the six node-selection strategies (pure) |
+//! | [`balancer`] | the node-selection strategies, one table of them (pure) |
 //! | [`dashboard`] | the live HTML page at `/_relay/` |
 //! | [`json`], [`rand`], [`names`], [`sample`] | small pure helpers |
 //! | [`limits`] | how many clients the open-files limit allows |

@@ -6,10 +6,11 @@
 //! Both `--option value` and `--option=value` are accepted. Every option has a
 //! default, so `bookrelay` alone starts a working system.
 
-use crate::balancer::{BoundedConsistentHash, MAX_WEIGHT, NAMES};
+use crate::balancer::{BoundedConsistentHash, MAX_WEIGHT, NAMES, STRATEGIES};
 use crate::relay::control::MAX_NODES;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// The environment variable holding the admin token when neither
@@ -134,7 +135,20 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-pub const RELAY_HELP: &str = "\
+/// `bookrelay --help`, with one line per strategy of [`STRATEGIES`].
+pub fn relay_help() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut list = String::new();
+        for strategy in STRATEGIES {
+            let _ = writeln!(list, "{:29}{:<25}{}", "", strategy.name, strategy.help);
+        }
+        RELAY_HELP_TEMPLATE.replace("{balancers}\n", &list)
+    })
+}
+
+/// The text of [`relay_help`], its `{balancers}` line standing for the strategies.
+const RELAY_HELP_TEMPLATE: &str = "\
 bookrelay: an HTTP/1.1 load balancer in front of booking nodes
 
 Usage:
@@ -146,9 +160,8 @@ Options:
   --listen ADDR            where clients connect [default: 127.0.0.1:8080]; ':0' picks a free port
   --nodes N                node threads to spawn [default: 3]
   --backend ADDR           an external HTTP server to balance over (repeatable)
-  --balancer NAME          round-robin, random, weighted, least-connections,
-                           consistent-hash, p2c, bounded-consistent-hash or peak-ewma
-                           [default: round-robin]
+  --balancer NAME          how the relay picks a node [default: round-robin]:
+{balancers}
   --weights W,W,...        one weight (0-1000) per node/backend, in order [default: all 1]
   --hash-balance-factor F  bounded-consistent-hash: no node takes more than F times the
                            average load; F above 1 [default: 1.25]
@@ -212,7 +225,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
     let mut options = Options::new(args);
     while let Some(option) = options.next_option()? {
         match option.as_str() {
-            "-h" | "--help" => return Ok(Command::Help(RELAY_HELP)),
+            "-h" | "--help" => return Ok(Command::Help(relay_help())),
             "-V" | "--version" => return Ok(Command::Version),
             "--listen" => config.listen = options.address(&option)?,
             "--nodes" => config.nodes = options.number_up_to(&option, MAX_NODES as u64)? as usize,
@@ -657,7 +670,7 @@ mod tests {
     fn the_new_balancers_and_their_options_parse() {
         for name in ["bounded-consistent-hash", "peak-ewma"] {
             assert_eq!(relay(&format!("--balancer {name}")).balancer, name);
-            assert!(RELAY_HELP.contains(name), "{name} in --help");
+            assert!(relay_help().contains(name), "{name} in --help");
         }
         assert_eq!(relay("").hash_balance_factor, 1.25);
         assert_eq!(relay("").slow_start, Duration::ZERO);
@@ -665,8 +678,8 @@ mod tests {
         assert_eq!(config.hash_balance_factor, 1.5);
         assert_eq!(config.slow_start, Duration::from_secs(30));
         assert_eq!(relay("--hash-balance-factor=2").hash_balance_factor, 2.0);
-        assert!(RELAY_HELP.contains("--hash-balance-factor F"));
-        assert!(RELAY_HELP.contains("--slow-start SECS"));
+        assert!(relay_help().contains("--hash-balance-factor F"));
+        assert!(relay_help().contains("--slow-start SECS"));
     }
 
     #[test]
@@ -709,8 +722,8 @@ mod tests {
             "--admin-token-file needs a file name"
         );
         assert!(error("--admin-token-file t --admin-token x").contains("not both"));
-        assert!(RELAY_HELP.contains("--admin-token-file PATH"));
-        assert!(RELAY_HELP.contains(ADMIN_TOKEN_ENV));
+        assert!(relay_help().contains("--admin-token-file PATH"));
+        assert!(relay_help().contains(ADMIN_TOKEN_ENV));
     }
 
     #[test]
@@ -740,7 +753,7 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse(&args("--help")), Ok(Command::Help(RELAY_HELP)));
+        assert_eq!(parse(&args("--help")), Ok(Command::Help(relay_help())));
         assert_eq!(parse(&args("node -h")), Ok(Command::Help(NODE_HELP)));
         assert_eq!(parse(&args("--version")), Ok(Command::Version));
         assert!(

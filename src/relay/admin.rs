@@ -44,7 +44,7 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         ("GET" | "HEAD", []) if path.ends_with('/') => Response::new(200)
             .with_header("Content-Type", "text/html; charset=utf-8")
             .with_header("Cache-Control", "no-store")
-            .with_body(crate::dashboard::PAGE.as_bytes().to_vec()),
+            .with_body(crate::dashboard::page().as_bytes().to_vec()),
         // The dashboard's relative links need the trailing slash.
         ("GET" | "HEAD", []) => Response::new(301).with_header("Location", "/_relay/"),
         ("GET" | "HEAD", ["status"]) => Response::json(200, status_json(&relay.topology())),

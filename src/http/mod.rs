@@ -170,6 +170,12 @@ impl Response {
         Response::json(status, body)
     }
 
+    /// 405 to a method the path does not take, with the `Allow` header naming
+    /// those it does (`"GET, HEAD"`).
+    pub fn method_not_allowed(allow: &'static str) -> Response {
+        Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self

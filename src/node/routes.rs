@@ -45,12 +45,12 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Response> {
     let read = matches!(method, "GET" | "HEAD");
     match path {
         "/health" if read => Ok(Route::Health),
-        "/health" => Err(method_not_allowed("GET, HEAD")),
+        "/health" => Err(Response::method_not_allowed("GET, HEAD")),
         "/stats" if read => Ok(Route::Stats),
-        "/stats" => Err(method_not_allowed("GET, HEAD")),
+        "/stats" => Err(Response::method_not_allowed("GET, HEAD")),
         "/bookings" if read => Ok(Route::List),
         "/bookings" if method == "POST" => Ok(Route::Create),
-        "/bookings" => Err(method_not_allowed("GET, HEAD, POST")),
+        "/bookings" => Err(Response::method_not_allowed("GET, HEAD, POST")),
         _ => {
             let Some(id) = booking_id_in_path(path).map(|id| id.into_owned()) else {
                 return Err(not_found_path(path));
@@ -59,7 +59,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Response> {
                 "GET" | "HEAD" => Ok(Route::Read(id)),
                 "PATCH" => Ok(Route::Update(id)),
                 "DELETE" => Ok(Route::Delete(id)),
-                _ => Err(method_not_allowed("GET, HEAD, PATCH, DELETE")),
+                _ => Err(Response::method_not_allowed("GET, HEAD, PATCH, DELETE")),
             }
         }
     }
@@ -322,10 +322,6 @@ fn not_found_path(path: &str) -> Response {
         404,
         &format!("no such path '{shown}'; try /bookings, /bookings/{{id}}, /health or /stats"),
     )
-}
-
-fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
 }
 
 #[cfg(test)]

@@ -75,11 +75,11 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         ("POST", ["nodes", name, "heal"]) => {
             node_answer(relay.set_node_failing(name, false), "running")
         }
-        (_, ["status"] | ["metrics"] | ["events"]) => method_not_allowed("GET, HEAD"),
-        (_, ["balancer"]) => method_not_allowed("GET, HEAD, PUT"),
-        (_, ["nodes"]) => method_not_allowed("POST"),
-        (_, ["nodes", _]) => method_not_allowed("DELETE"),
-        (_, ["nodes", _, "kill" | "revive" | "fail" | "heal"]) => method_not_allowed("POST"),
+        (_, ["status"] | ["metrics"] | ["events"]) => Response::method_not_allowed("GET, HEAD"),
+        (_, ["balancer"]) => Response::method_not_allowed("GET, HEAD, PUT"),
+        (_, ["nodes"]) => Response::method_not_allowed("POST"),
+        (_, ["nodes", _]) => Response::method_not_allowed("DELETE"),
+        (_, ["nodes", _, "kill" | "revive" | "fail" | "heal"]) => Response::method_not_allowed("POST"),
         _ => Response::error(
             404,
             &format!(
@@ -250,10 +250,6 @@ fn is_json_type(value: &str) -> bool {
 
 fn refused(refusal: Refusal) -> Response {
     Response::error(refusal.status, &refusal.sentence)
-}
-
-fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
 }
 
 fn node_answer(result: Result<NodeInfo, Refusal>, state: &str) -> Response {

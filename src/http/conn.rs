@@ -455,7 +455,8 @@ enum Ending {
 impl<'a> Exchange<'a> {
     fn new(conn: &'a mut Connection, request: &Request, limit: u64) -> Exchange<'a> {
         let body = match request.framing {
-            Framing::Empty => BodyFraming::empty(),
+            // A request is never framed by close (parse gives it none).
+            Framing::Empty | Framing::UntilClose => BodyFraming::empty(),
             Framing::Length(n) => BodyFraming::length(n),
             Framing::Chunked => BodyFraming::chunked(limit),
         };

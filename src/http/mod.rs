@@ -70,15 +70,19 @@ impl Version {
     }
 }
 
-/// How the body of a message is delimited, decided from its head.
+/// How the body of a message is delimited, decided from its head (RFC 9112 §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No body at all.
+    /// No body at all (for a response: also the answer to `HEAD`, or status
+    /// 1xx, 204, 304).
     Empty,
     /// Exactly this many bytes follow the head.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+    /// Responses only: neither length nor chunked, so the body ends when the
+    /// server closes. A request framed by neither has no body.
+    UntilClose,
 }
 
 /// One header line. Names keep the client's spelling; compare them with

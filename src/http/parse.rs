@@ -314,17 +314,6 @@ fn parse_content_length(text: &str) -> Result<u64, Error> {
 /// Longest response head the relay accepts from a node or backend.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 
-/// How a response body is delimited (RFC 9112 §6.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResponseFraming {
-    /// No body: the answer to `HEAD`, or status 1xx, 204, 304.
-    Empty,
-    Length(u64),
-    Chunked,
-    /// Neither length nor chunked: the body ends when the server closes.
-    UntilClose,
-}
-
 /// A parsed response head, as the relay reads it from a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -332,7 +321,7 @@ pub struct ResponseHead {
     /// The status line as sent, without its line ending, passed on unchanged.
     pub status_line: String,
     pub headers: Vec<Header>,
-    pub framing: ResponseFraming,
+    pub framing: Framing,
     /// The server will close after this response (`Connection: close`, or
     /// HTTP/1.0 without keep-alive).
     pub closes: bool,
@@ -356,7 +345,7 @@ pub fn parse_response_head(
     let closes = connection_has(&headers, "close")
         || (version == Version::Http10 && !connection_has(&headers, "keep-alive"));
     let framing = if to_head || (100..200).contains(&status) || status == 204 || status == 304 {
-        ResponseFraming::Empty
+        Framing::Empty
     } else {
         response_framing(&headers)?
     };
@@ -390,7 +379,7 @@ fn parse_status_line(line: &[u8]) -> Result<(Version, u16), Error> {
     Ok((version, status))
 }
 
-fn response_framing(headers: &[Header]) -> Result<ResponseFraming, Error> {
+fn response_framing(headers: &[Header]) -> Result<Framing, Error> {
     let length = agreed_content_length(headers)?;
     let mut chunked = None;
     for header in headers
@@ -403,11 +392,11 @@ fn response_framing(headers: &[Header]) -> Result<ResponseFraming, Error> {
     }
     Ok(match (chunked, length) {
         (Some(_), Some(_)) => return Err(Error::LengthAndChunked),
-        (Some(true), None) => ResponseFraming::Chunked,
-        (Some(false), None) => ResponseFraming::UntilClose,
-        (None, Some(0)) => ResponseFraming::Empty,
-        (None, Some(n)) => ResponseFraming::Length(n),
-        (None, None) => ResponseFraming::UntilClose,
+        (Some(true), None) => Framing::Chunked,
+        (Some(false), None) => Framing::UntilClose,
+        (None, Some(0)) => Framing::Empty,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::UntilClose,
     })
 }
 
@@ -1086,30 +1075,27 @@ mod tests {
         let (head, used) = response(ok, false);
         assert_eq!(head.status, 200);
         assert_eq!(head.status_line, "HTTP/1.1 200 OK");
-        assert_eq!(head.framing, ResponseFraming::Length(5));
+        assert_eq!(head.framing, Framing::Length(5));
         assert_eq!(&ok[used..], b"hello");
         assert!(!head.closes);
         // HEAD, 1xx, 204 and 304 have no body whatever the headers say.
-        assert_eq!(response(ok, true).0.framing, ResponseFraming::Empty);
+        assert_eq!(response(ok, true).0.framing, Framing::Empty);
         for status in ["100 Continue", "204 No Content", "304 Not Modified"] {
             let input = format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\n");
-            assert_eq!(
-                response(input.as_bytes(), false).0.framing,
-                ResponseFraming::Empty
-            );
+            assert_eq!(response(input.as_bytes(), false).0.framing, Framing::Empty);
         }
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(response(chunked, false).0.framing, ResponseFraming::Chunked);
+        assert_eq!(response(chunked, false).0.framing, Framing::Chunked);
         let gzip = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n";
-        assert_eq!(response(gzip, false).0.framing, ResponseFraming::UntilClose);
+        assert_eq!(response(gzip, false).0.framing, Framing::UntilClose);
         let bare = b"HTTP/1.0 200 OK\n\n";
         let (head, _) = response(bare, false);
-        assert_eq!(head.framing, ResponseFraming::UntilClose);
+        assert_eq!(head.framing, Framing::UntilClose);
         assert!(head.closes);
         let close = b"HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
         let (head, _) = response(close, false);
         assert!(head.closes);
-        assert_eq!(head.framing, ResponseFraming::Empty);
+        assert_eq!(head.framing, Framing::Empty);
         // A reason phrase is optional.
         assert_eq!(response(b"HTTP/1.1 503\r\n\r\n", false).0.status, 503);
     }

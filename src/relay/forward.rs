@@ -36,7 +36,7 @@ use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
-use crate::http::parse::{ResponseFraming, ResponseHead};
+use crate::http::parse::ResponseHead;
 use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, Peek, ReadError, RequestBody,
     Upstream, BODY_READ_BYTES, LAST_CHUNK,
@@ -586,7 +586,8 @@ fn prepare<'r>(request: &'r Request, exchange: &mut Exchange<'_>) -> Option<Outg
         upgrade: is_upgrade(request),
     };
     match request.framing {
-        Framing::Empty => {}
+        // A request is never framed by close (parse gives it none).
+        Framing::Empty | Framing::UntilClose => {}
         Framing::Length(n) => out.framing = RequestBody::Length(n),
         Framing::Chunked => loop {
             match exchange.body_piece(BODY_TIMEOUT)? {
@@ -654,9 +655,9 @@ fn attempt(
     }
     let status = head.status;
     let body = match head.framing {
-        ResponseFraming::Empty => AnswerBody::None,
-        ResponseFraming::Length(n) => AnswerBody::Length(n),
-        ResponseFraming::Chunked | ResponseFraming::UntilClose => AnswerBody::Unknown,
+        Framing::Empty => AnswerBody::None,
+        Framing::Length(n) => AnswerBody::Length(n),
+        Framing::Chunked | Framing::UntilClose => AnswerBody::Unknown,
     };
     exchange.start_answer(&answer_head(&head, to_head, false), body, false);
     let mut reader = BodyReader::new(head.framing, read_timeout);

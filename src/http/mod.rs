@@ -12,7 +12,8 @@
 //! - [`upstream`]: the client side, one connection to a server: request heads
 //!   out, response heads and bodies (streamed piece by piece) back.
 //!
-//! This file holds the shared types: [`Request`], [`Response`] and [`Error`], whose
+//! This file holds the shared types: [`Request`] and the [`ResponseHead`] read back,
+//! their [`Framing`], [`Response`] and [`Error`], whose
 //! every variant carries its status code and a sentence a person can act on.
 
 pub mod body;
@@ -135,6 +136,19 @@ impl Request {
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"
     }
+}
+
+/// A parsed response head, as the relay reads it from a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// The status line as sent, without its line ending, passed on unchanged.
+    pub status_line: String,
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    /// The server will close after this response (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive).
+    pub closes: bool,
 }
 
 /// A response to write. `Content-Length` and `Connection` are added by

@@ -11,7 +11,7 @@
 //! space before a header colon) is an [`Error`], never a guess.
 
 use super::{
-    has_token, Error, Framing, Header, Request, Version, MAX_BODY_BYTES, MAX_HEADERS,
+    has_token, Error, Framing, Header, Request, ResponseHead, Version, MAX_BODY_BYTES, MAX_HEADERS,
     MAX_HEAD_BYTES,
 };
 
@@ -313,19 +313,6 @@ fn parse_content_length(text: &str) -> Result<u64, Error> {
 
 /// Longest response head the relay accepts from a node or backend.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-
-/// A parsed response head, as the relay reads it from a node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResponseHead {
-    pub status: u16,
-    /// The status line as sent, without its line ending, passed on unchanged.
-    pub status_line: String,
-    pub headers: Vec<Header>,
-    pub framing: Framing,
-    /// The server will close after this response (`Connection: close`, or
-    /// HTTP/1.0 without keep-alive).
-    pub closes: bool,
-}
 
 /// Parses a response head at the start of `buf`. `to_head` says the request
 /// was `HEAD`, whose answer never has a body whatever its headers say.

@@ -17,8 +17,8 @@
 
 use super::body::{BodyFraming, Step};
 use super::buffer::InputBuffer;
-use super::parse::{parse_response_head, ResponseHead, Status, MAX_RESPONSE_HEAD_BYTES};
-use super::{human_bytes, Error, Framing};
+use super::parse::{parse_response_head, Status, MAX_RESPONSE_HEAD_BYTES};
+use super::{human_bytes, Error, Framing, ResponseHead};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

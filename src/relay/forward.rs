@@ -36,14 +36,13 @@ use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
-use crate::http::parse::ResponseHead;
 use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, Peek, ReadError, RequestBody,
     Upstream, BODY_READ_BYTES, LAST_CHUNK,
 };
 use crate::http::{
-    booking_id_in_path, has_token, Error, Framing, Header, Request, Response, BODY_TIMEOUT,
-    MAX_HEADERS, MAX_HEAD_BYTES,
+    booking_id_in_path, has_token, Error, Framing, Header, Request, Response, ResponseHead,
+    BODY_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use std::io;
 use std::net::SocketAddr;

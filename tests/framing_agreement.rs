@@ -36,9 +36,11 @@ mod common;
 use bookrelay::http::body::{BodyFraming, Step};
 use bookrelay::http::buffer::InputBuffer;
 use bookrelay::http::conn::{self, Handler};
-use bookrelay::http::parse::{parse_request_head, parse_response_head, ChunkedDecoder, Status};
+use bookrelay::http::parse::{
+    parse_request_head, parse_response_head, ChunkedDecoder, Error, Status,
+};
 use bookrelay::http::upstream::{length_framing, RequestBody};
-use bookrelay::http::{Error, Framing, Request, Response, MAX_BODY_BYTES};
+use bookrelay::http::{self, Framing, Request, Response, MAX_BODY_BYTES};
 use bookrelay::rand::Rng;
 use bookrelay::relay::forward::{is_upgrade, request_head, REPLAY_BYTES};
 use common::TestRelay;
@@ -535,7 +537,7 @@ fn judge(who: &str, framed: &Framed, received: &[Seen], observed: &Observed) -> 
         .collect();
     if let End::Rejected(error) = framed.end {
         // The error's own body is a sentence; its status is what matters.
-        want.push((error.status(), None));
+        want.push((http::Error::from(error).status(), None));
     }
     let matches = got.len() == want.len()
         && got.iter().zip(&want).all(|(g, (status, body))| {

@@ -13,8 +13,9 @@
 //!   out, response heads and bodies (streamed piece by piece) back.
 //!
 //! This file holds the shared types: [`Request`] and the [`ResponseHead`] read back,
-//! their [`Framing`], [`Response`] and [`Error`], whose
-//! every variant carries its status code and a sentence a person can act on.
+//! their [`Framing`], [`Response`] and [`Error`], a refused request: its bytes
+//! ([`parse::Error`], which knows no status codes) or its pace, with the one
+//! status code and sentence a person can act on.
 
 pub mod body;
 pub mod buffer;
@@ -212,84 +213,74 @@ impl Response {
     }
 }
 
-/// Why a request could not be read. Every variant here means the framing of the
-/// connection is lost or untrustworthy, so the connection closes after the answer.
+/// Why a request could not be read: its bytes ([`parse::Error`]) or its
+/// pace. Every variant here means the framing of the connection is lost or
+/// untrustworthy, so the connection closes after the answer. This is the one
+/// place that chooses a refused request's status code and words its sentence,
+/// from the limits' constants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
-    RequestLine,
-    Method,
-    Target,
-    Version,
-    HeaderName,
-    HeaderValue,
-    ObsFold,
-    HeadTooLarge,
-    TooManyHeaders,
-    ContentLength,
-    ConflictingLength,
-    LengthAndChunked,
-    TransferEncoding,
-    ChunkSize,
-    ChunkEnd,
-    /// The body is over the receiver's limit, in bytes.
-    BodyTooLarge {
-        limit: u64,
-    },
+    /// The bytes are not a request we take.
+    Parse(parse::Error),
     HeadTimeout,
     BodyTimeout,
     /// The body arrived slower than [`MIN_BODY_BYTES_PER_SEC`] allows.
     BodyTooSlow,
-    /// More than one `Host` header (RFC 9112 §3.2).
-    DuplicateHost,
-    /// A response (from a node) whose status line is not HTTP/1.x NNN.
-    StatusLine,
+}
+
+impl From<parse::Error> for Error {
+    fn from(error: parse::Error) -> Self {
+        Error::Parse(error)
+    }
 }
 
 impl Error {
     pub fn status(self) -> u16 {
+        use parse::Error as Bytes;
         match self {
-            Error::Version => 505,
-            Error::HeadTooLarge | Error::TooManyHeaders => 431,
-            Error::BodyTooLarge { .. } => 413,
+            Error::Parse(Bytes::Version) => 505,
+            Error::Parse(Bytes::HeadTooLarge | Bytes::TooManyHeaders) => 431,
+            Error::Parse(Bytes::BodyTooLarge { .. }) => 413,
+            Error::Parse(Bytes::StatusLine) => 502,
+            Error::Parse(_) => 400,
             Error::HeadTimeout | Error::BodyTimeout | Error::BodyTooSlow => 408,
-            Error::StatusLine => 502,
-            _ => 400,
         }
     }
 
     /// One sentence a person typing into `nc` can act on.
     pub fn sentence(self) -> std::borrow::Cow<'static, str> {
+        use parse::Error as Bytes;
         let fixed = match self {
-            Error::RequestLine => {
+            Error::Parse(Bytes::RequestLine) => {
                 "the request line must look like 'GET /bookings HTTP/1.1' (method, target, version, separated by single spaces)"
             }
-            Error::Method => "the method must be a token such as GET or POST",
-            Error::Target => "the request target must be printable ASCII without spaces, like /bookings?limit=5",
-            Error::Version => "only HTTP/1.0 and HTTP/1.1 are supported",
-            Error::HeaderName => {
+            Error::Parse(Bytes::Method) => "the method must be a token such as GET or POST",
+            Error::Parse(Bytes::Target) => "the request target must be printable ASCII without spaces, like /bookings?limit=5",
+            Error::Parse(Bytes::Version) => "only HTTP/1.0 and HTTP/1.1 are supported",
+            Error::Parse(Bytes::HeaderName) => {
                 "a header line must look like 'Name: value', with no space before the colon"
             }
-            Error::HeaderValue => "a header value contains a control character or invalid UTF-8",
-            Error::ObsFold => "header lines may not be continued on a line starting with a space or tab",
-            Error::HeadTooLarge => {
+            Error::Parse(Bytes::HeaderValue) => "a header value contains a control character or invalid UTF-8",
+            Error::Parse(Bytes::ObsFold) => "header lines may not be continued on a line starting with a space or tab",
+            Error::Parse(Bytes::HeadTooLarge) => {
                 return format!(
                     "the request line and headers must fit in {}",
                     human_bytes(MAX_HEAD_BYTES as u64)
                 )
                 .into()
             }
-            Error::TooManyHeaders => {
+            Error::Parse(Bytes::TooManyHeaders) => {
                 return format!("a request may carry at most {MAX_HEADERS} header lines").into()
             }
-            Error::ContentLength => "Content-Length must be a decimal number of bytes",
-            Error::ConflictingLength => "the request carries differing Content-Length values",
-            Error::LengthAndChunked => {
+            Error::Parse(Bytes::ContentLength) => "Content-Length must be a decimal number of bytes",
+            Error::Parse(Bytes::ConflictingLength) => "the request carries differing Content-Length values",
+            Error::Parse(Bytes::LengthAndChunked) => {
                 "a request may not carry both Content-Length and Transfer-Encoding"
             }
-            Error::TransferEncoding => "the only Transfer-Encoding accepted is 'chunked'",
-            Error::ChunkSize => "a chunk must start with its size in hexadecimal on a line of its own",
-            Error::ChunkEnd => "chunk data must be followed by a line break",
-            Error::BodyTooLarge { limit } => {
+            Error::Parse(Bytes::TransferEncoding) => "the only Transfer-Encoding accepted is 'chunked'",
+            Error::Parse(Bytes::ChunkSize) => "a chunk must start with its size in hexadecimal on a line of its own",
+            Error::Parse(Bytes::ChunkEnd) => "chunk data must be followed by a line break",
+            Error::Parse(Bytes::BodyTooLarge { limit }) => {
                 return format!(
                     "the request body must be at most {} ({limit} bytes)",
                     human_bytes(limit)
@@ -319,8 +310,8 @@ impl Error {
                 )
                 .into()
             }
-            Error::DuplicateHost => "a request may carry only one Host header",
-            Error::StatusLine => "the node answered with a malformed status line",
+            Error::Parse(Bytes::DuplicateHost) => "a request may carry only one Host header",
+            Error::Parse(Bytes::StatusLine) => "the node answered with a malformed status line",
         };
         fixed.into()
     }
@@ -444,5 +435,45 @@ pub fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse::Error as Bytes;
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_4xx_or_505_status_and_a_sentence() {
+        let all = [
+            Bytes::RequestLine,
+            Bytes::Method,
+            Bytes::Target,
+            Bytes::Version,
+            Bytes::HeaderName,
+            Bytes::HeaderValue,
+            Bytes::ObsFold,
+            Bytes::HeadTooLarge,
+            Bytes::TooManyHeaders,
+            Bytes::ContentLength,
+            Bytes::ConflictingLength,
+            Bytes::LengthAndChunked,
+            Bytes::TransferEncoding,
+            Bytes::ChunkSize,
+            Bytes::ChunkEnd,
+            Bytes::BodyTooLarge { limit: 1 },
+            Bytes::DuplicateHost,
+        ]
+        .map(Error::Parse)
+        .into_iter()
+        .chain([Error::HeadTimeout, Error::BodyTimeout]);
+        for e in all {
+            let status = e.status();
+            assert!((400..500).contains(&status) || status == 505, "{e:?}");
+            assert!(e.sentence().len() > 10);
+            let response = e.response();
+            assert!(response.close);
+            assert!(String::from_utf8_lossy(&response.body).starts_with("{\"error\":\""));
+        }
     }
 }

@@ -17,8 +17,8 @@
 
 use super::body::{BodyFraming, Step};
 use super::buffer::InputBuffer;
-use super::parse::{parse_response_head, Status, MAX_RESPONSE_HEAD_BYTES};
-use super::{human_bytes, Error, Framing, ResponseHead};
+use super::parse::{parse_response_head, Error, Status, MAX_RESPONSE_HEAD_BYTES};
+use super::{human_bytes, Framing, ResponseHead};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -164,7 +164,10 @@ pub fn response_error_sentence(error: Error) -> String {
             "the response carries both Content-Length and Transfer-Encoding".into()
         }
         Error::ChunkSize | Error::ChunkEnd => "the response's chunked body is malformed".into(),
-        other => format!("the response is malformed ({})", other.sentence()),
+        other => format!(
+            "the response is malformed ({})",
+            super::Error::from(other).sentence()
+        ),
     }
 }
 

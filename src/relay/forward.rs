@@ -36,6 +36,7 @@ use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::balancer::InFlight;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
+use crate::http::parse::Error as ParseError;
 use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, Peek, ReadError, RequestBody,
     Upstream, BODY_READ_BYTES, LAST_CHUNK,
@@ -145,7 +146,7 @@ impl Failure {
                 Response::error(502, &format!("the node sent a broken answer: {why}"))
             }
             Failure::ClientBody => return None,
-            Failure::HeadTooLarge => Error::HeadTooLarge.response(),
+            Failure::HeadTooLarge => Error::Parse(ParseError::HeadTooLarge).response(),
         })
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! The relay knows them only through [`crate::relay::spawned`]'s traits; the
 //! servers, and the settings each node was started with, live here. One
-//! place builds a node's [`NodeConfig`] ([`Simulator::config`]), the delay
+//! place builds a node's [`NodeConfig`] (`Simulator::config`), the delay
 //! included, and a revive restarts the node with the very config it was
 //! first started with, so a slow node comes back as slow.
 

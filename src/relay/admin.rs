@@ -426,6 +426,56 @@ fn json_number(value: f64) -> String {
     }
 }
 
+/// One node's figures, read once for one status document or one metrics page.
+struct Figures {
+    name: String,
+    addr: String,
+    spawned: bool,
+    healthy: bool,
+    weight: u32,
+    effective_weight: f64,
+    in_flight: u64,
+    requests: u64,
+    failures: u64,
+    /// Cache hits and misses; `None` when not known.
+    cache: Option<(u64, u64)>,
+    connections_opened: u64,
+    retries: u64,
+    ejected: bool,
+    ejections: u32,
+    responses: [u64; 4],
+    latency: ([u64; LATENCY_BUCKETS.len() + 1], f64, u64),
+}
+
+/// Every node's [`Figures`], in the topology's order.
+fn figures(topology: &Topology) -> Vec<Figures> {
+    let effective = topology.effective_weights(Instant::now());
+    topology
+        .backends
+        .iter()
+        .zip(&topology.weights)
+        .zip(effective)
+        .map(|((backend, &weight), effective_weight)| Figures {
+            name: backend.name(),
+            addr: backend.addr.to_string(),
+            spawned: backend.is_spawned(),
+            healthy: backend.state().healthy,
+            weight,
+            effective_weight,
+            in_flight: backend.in_flight.load(Ordering::Relaxed),
+            requests: backend.requests.load(Ordering::Relaxed),
+            failures: backend.failures.load(Ordering::Relaxed),
+            cache: backend.cache_figures(),
+            connections_opened: backend.pool.opened(),
+            retries: backend.retries.load(Ordering::Relaxed),
+            ejected: backend.outlier.is_ejected(),
+            ejections: backend.outlier.ejections(),
+            responses: backend.responses(),
+            latency: backend.latency.snapshot(),
+        })
+        .collect()
+}
+
 /// `{"balancer":NAME,"nodes":[{…}…]}` as SPEC §5 lists, plus
 /// `effective_weight` (the weight scaled by the `--slow-start` ramp),
 /// `connections_opened` (connections the relay ever opened to the node),
@@ -438,40 +488,36 @@ pub fn status_json(topology: &Topology) -> String {
     out.push_str("{\"balancer\":");
     json::write_str(&mut out, topology.balancer.name());
     out.push_str(",\"nodes\":[");
-    let effective = topology.effective_weights(Instant::now());
-    for (i, (backend, weight)) in topology.backends.iter().zip(&topology.weights).enumerate() {
+    for (i, node) in figures(topology).iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str("{\"name\":");
-        json::write_str(&mut out, &backend.name());
+        json::write_str(&mut out, &node.name);
         out.push_str(",\"addr\":");
-        json::write_str(&mut out, &backend.addr.to_string());
-        let kind = if backend.is_spawned() {
-            "thread"
-        } else {
-            "external"
-        };
-        let (hits, misses) = match backend.cache_figures() {
+        json::write_str(&mut out, &node.addr);
+        let kind = if node.spawned { "thread" } else { "external" };
+        let (hits, misses) = match node.cache {
             Some((hits, misses)) => (hits.to_string(), misses.to_string()),
             None => ("null".to_string(), "null".to_string()),
         };
         let _ = write!(
             out,
-            ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{weight},\"effective_weight\":{},\"in_flight\":{},\"requests\":{},\
+            ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{},\"effective_weight\":{},\"in_flight\":{},\"requests\":{},\
              \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{},\
              \"retries\":{},\"ejected\":{},\"ejections\":{},\"responses\":{{",
-            backend.state().healthy,
-            json_number(effective[i]),
-            backend.in_flight.load(Ordering::Relaxed),
-            backend.requests.load(Ordering::Relaxed),
-            backend.failures.load(Ordering::Relaxed),
-            backend.pool.opened(),
-            backend.retries.load(Ordering::Relaxed),
-            backend.outlier.is_ejected(),
-            backend.outlier.ejections(),
+            node.healthy,
+            node.weight,
+            json_number(node.effective_weight),
+            node.in_flight,
+            node.requests,
+            node.failures,
+            node.connections_opened,
+            node.retries,
+            node.ejected,
+            node.ejections,
         );
-        for (j, (class, count)) in RESPONSE_CLASSES.iter().zip(backend.responses()).enumerate() {
+        for (j, (class, count)) in RESPONSE_CLASSES.iter().zip(node.responses).enumerate() {
             if j > 0 {
                 out.push(',');
             }
@@ -489,79 +535,79 @@ pub fn metrics_text(topology: &Topology) -> String {
         name: &'static str,
         kind: &'static str,
         help: &'static str,
+        /// The node's value; `None`: not known, no line.
+        value: fn(&Figures) -> Option<u64>,
     }
     let metrics = [
         Metric {
             name: "bookrelay_node_requests_total",
             kind: "counter",
             help: "Client requests forwarded to the node.",
+            value: |node| Some(node.requests),
         },
         Metric {
             name: "bookrelay_node_failures_total",
             kind: "counter",
             help:
                 "Forwarded requests that failed at the node (connect, reset, timeout, bad answer).",
+            value: |node| Some(node.failures),
         },
         Metric {
             name: "bookrelay_node_in_flight",
             kind: "gauge",
             help: "Requests being served by the node right now.",
+            value: |node| Some(node.in_flight),
         },
         Metric {
             name: "bookrelay_node_healthy",
             kind: "gauge",
             help: "1 if the node receives traffic, 0 if it is marked down.",
+            value: |node| Some(u64::from(node.healthy)),
         },
         Metric {
             name: "bookrelay_node_weight",
             kind: "gauge",
             help: "The node's balancer weight.",
+            value: |node| Some(u64::from(node.weight)),
         },
         Metric {
             name: "bookrelay_node_retries_total",
             kind: "counter",
             help: "Requests that failed at the node and were sent to another node.",
+            value: |node| Some(node.retries),
         },
         Metric {
             name: "bookrelay_node_connections_opened_total",
             kind: "counter",
             help: "Connections the relay opened to the node.",
+            value: |node| Some(node.connections_opened),
         },
         Metric {
             name: "bookrelay_node_cache_hits_total",
             kind: "counter",
             help: "Cache hits reported by the node.",
+            value: |node| node.cache.map(|(hits, _)| hits),
         },
         Metric {
             name: "bookrelay_node_cache_misses_total",
             kind: "counter",
             help: "Cache misses reported by the node.",
+            value: |node| node.cache.map(|(_, misses)| misses),
         },
     ];
+    let nodes = figures(topology);
     let mut out = String::new();
     for metric in &metrics {
         let _ = writeln!(out, "# HELP {} {}", metric.name, metric.help);
         let _ = writeln!(out, "# TYPE {} {}", metric.name, metric.kind);
-        for (backend, weight) in topology.backends.iter().zip(&topology.weights) {
-            let cache = backend.cache_figures();
-            let value = match metric.name {
-                "bookrelay_node_requests_total" => Some(backend.requests.load(Ordering::Relaxed)),
-                "bookrelay_node_failures_total" => Some(backend.failures.load(Ordering::Relaxed)),
-                "bookrelay_node_retries_total" => Some(backend.retries.load(Ordering::Relaxed)),
-                "bookrelay_node_in_flight" => Some(backend.in_flight.load(Ordering::Relaxed)),
-                "bookrelay_node_healthy" => Some(u64::from(backend.state().healthy)),
-                "bookrelay_node_weight" => Some(u64::from(*weight)),
-                "bookrelay_node_connections_opened_total" => Some(backend.pool.opened()),
-                "bookrelay_node_cache_hits_total" => cache.map(|(hits, _)| hits),
-                _ => cache.map(|(_, misses)| misses),
-            };
-            if let Some(value) = value {
+        for node in &nodes {
+            if let Some(value) = (metric.value)(node) {
                 let _ = writeln!(
                     out,
                     "{}{{node=\"{}\",addr=\"{}\"}} {value}",
                     metric.name,
-                    escape_label(&backend.name()),
-                    backend.addr
+                    escape_label(&node.name),
+                    node.addr
                 );
             }
         }
@@ -572,13 +618,13 @@ pub fn metrics_text(topology: &Topology) -> String {
         "# HELP {name} Answers clients got for requests forwarded to the node, by status class (the relay's own 502 and 504 for the node included)."
     );
     let _ = writeln!(out, "# TYPE {name} counter");
-    for backend in &topology.backends {
-        let node = escape_label(&backend.name());
-        for (class, count) in RESPONSE_CLASSES.iter().zip(backend.responses()) {
+    for node in &nodes {
+        let label = escape_label(&node.name);
+        for (class, count) in RESPONSE_CLASSES.iter().zip(node.responses) {
             let _ = writeln!(
                 out,
-                "{name}{{node=\"{node}\",addr=\"{}\",class=\"{class}\"}} {count}",
-                backend.addr
+                "{name}{{node=\"{label}\",addr=\"{}\",class=\"{class}\"}} {count}",
+                node.addr
             );
         }
     }
@@ -588,13 +634,13 @@ pub fn metrics_text(topology: &Topology) -> String {
         "# HELP {name} Time from sending a request to the node to the end of its answer."
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for backend in &topology.backends {
+    for node in &nodes {
         let labels = format!(
             "node=\"{}\",addr=\"{}\"",
-            escape_label(&backend.name()),
-            backend.addr
+            escape_label(&node.name),
+            node.addr
         );
-        let (buckets, sum, count) = backend.latency.snapshot();
+        let (buckets, sum, count) = node.latency;
         for (bound, cumulative) in LATENCY_BUCKETS.iter().zip(buckets) {
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }

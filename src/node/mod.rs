@@ -26,12 +26,13 @@
 
 pub mod routes;
 
+use crate::booking::Booking;
 use crate::cache::{Cache, Lookup};
 use crate::http::conn::Handler;
 use crate::http::server::{Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
 use crate::json;
-use crate::store::{self, ChangeFeed, Changes, Store};
+use crate::store::{self, ChangeFeed, Changes, Created, Store};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -216,11 +217,6 @@ impl Node {
         self.failing.load(Ordering::SeqCst)
     }
 
-    /// For reads. Writes go through [`Node::write`], or a kill could not stop them.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
@@ -235,6 +231,43 @@ impl Node {
     /// working on a request, rather than after a guessed sleep.
     pub fn requests_in_progress(&self) -> u64 {
         self.in_progress.load(Ordering::SeqCst)
+    }
+
+    // The booking operations: the only way to the store, and the one place
+    // that keeps this node's cache coherent with its own writes. Each write
+    // is `None` if the node was killed (see `write`).
+
+    /// Up to `limit` bookings in id order, after the id `after`.
+    pub fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<Booking>, store::Error> {
+        self.store.list(after, limit)
+    }
+
+    /// Commits a new booking (under `key`, an `Idempotency-Key` and the body
+    /// it came with: a repeat is replayed), then drops its id from the cache.
+    pub fn create(
+        &self,
+        booking: &Booking,
+        key: Option<(&str, &[u8])>,
+    ) -> Option<Result<Created, store::Error>> {
+        let result = self.write(|store| store.create(booking, key))?;
+        if let Ok(Created::New(_)) = &result {
+            self.cache.invalidate(&booking.booking_id);
+        }
+        Some(result)
+    }
+
+    /// Commits `patch` to booking `id`, then drops the id from the cache.
+    pub fn update(&self, id: &str, patch: &json::Value) -> Option<Result<Booking, store::Error>> {
+        let result = self.write(|store| store.update(id, |current| current.patched(patch)))?;
+        self.cache.invalidate(id);
+        Some(result)
+    }
+
+    /// Deletes booking `id`, then drops it from the cache.
+    pub fn delete(&self, id: &str) -> Option<Result<(), store::Error>> {
+        let result = self.write(|store| store.delete(id))?;
+        self.cache.invalidate(id);
+        Some(result)
     }
 
     /// One booking's JSON, and whether it came from the cache.
@@ -276,7 +309,7 @@ impl Node {
     ///
     /// `None` if killed, and only once the kill has cut the connections, so
     /// whatever the caller then answers reaches no client.
-    pub fn write<T>(&self, write: impl FnOnce(&Store) -> T) -> Option<T> {
+    fn write<T>(&self, write: impl FnOnce(&Store) -> T) -> Option<T> {
         let written = self.liveness.while_alive(|| write(&self.store));
         if written.is_none() {
             self.liveness.wait_dead();

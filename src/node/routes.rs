@@ -5,12 +5,12 @@
 //! head alone: [`resolve`] decides the route (404, 405) and [`check_content_type`]
 //! the media type (415) without the body; [`handle`] then does the work.
 //!
-//! Reads of one booking go cache first ([`Node::read_booking`]); every write goes
-//! to SQLite, is committed, and only then drops the id from this node's cache
-//! and answers 2xx. Other nodes learn of it through the store's change log.
-//!
-//! Every write reaches the store through [`Node::write`], never
-//! [`Node::store`], so that a killed node commits nothing more.
+//! This file only translates HTTP to the node's booking operations and back:
+//! [`Node::list`], [`Node::create`], [`Node::read_booking`] (cache first),
+//! [`Node::update`] and [`Node::delete`]. Those own the store and the cache:
+//! a write is committed, and only then is the id dropped from this node's
+//! cache and the 2xx answered; other nodes learn of it through the store's
+//! change log; a killed node commits nothing more.
 
 use super::Node;
 use crate::booking::{is_valid_id, Booking};
@@ -162,7 +162,7 @@ fn list(node: &Node, query: &str) -> Response {
             _ => {}
         }
     }
-    let items = match node.store().list(after.as_deref(), limit) {
+    let items = match node.list(after.as_deref(), limit) {
         Ok(items) => items,
         Err(error) => return store_error(&error),
     };
@@ -202,16 +202,11 @@ fn create(node: &Node, request: &Request) -> Response {
         Ok(booking) => booking,
         Err(invalid) => return Response::error(400, &invalid.0),
     };
-    let Some(result) =
-        node.write(|store| store.create(&booking, key.map(|k| (k, request.body.as_slice()))))
-    else {
+    let Some(result) = node.create(&booking, key.map(|k| (k, request.body.as_slice()))) else {
         return killed(node);
     };
     match result {
-        Ok(Created::New(json)) => {
-            node.cache().invalidate(&booking.booking_id);
-            created(201, json, &booking.booking_id)
-        }
+        Ok(Created::New(json)) => created(201, json, &booking.booking_id),
         Ok(Created::Replayed {
             status,
             body,
@@ -245,11 +240,9 @@ fn update(node: &Node, id: &str, body: &[u8]) -> Response {
         Ok(value) => value,
         Err(response) => return response,
     };
-    let Some(result) = node.write(|store| store.update(id, |current| current.patched(&patch)))
-    else {
+    let Some(result) = node.update(id, &patch) else {
         return killed(node);
     };
-    node.cache().invalidate(id);
     match result {
         Ok(updated) => Response::json(200, updated.to_json()),
         Err(error) => store_error(&error),
@@ -260,10 +253,9 @@ fn delete(node: &Node, id: &str) -> Response {
     if !is_valid_id(id) {
         return not_found_booking(id);
     }
-    let Some(result) = node.write(|store| store.delete(id)) else {
+    let Some(result) = node.delete(id) else {
         return killed(node);
     };
-    node.cache().invalidate(id);
     match result {
         Ok(()) => Response::new(204),
         Err(error) => store_error(&error),

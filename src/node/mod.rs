@@ -331,23 +331,18 @@ impl Node {
     pub fn stats_json(&self) -> String {
         let stats = self.cache.stats();
         let writes = self.store.write_stats();
-        let mut body = String::from("{\"node\":");
-        json::write_str(&mut body, &self.name);
-        body.push_str(&format!(
-            ",\"requests\":{},\"cache_hits\":{},\"cache_misses\":{},\"cache_entries\":{},\
-             \"cache_evictions\":{},\"cache_invalidations\":{},\
-             \"writes\":{},\"commits\":{},\"largest_batch\":{}}}",
-            self.requests(),
-            stats.hits,
-            stats.misses,
-            stats.entries,
-            stats.evictions,
-            stats.invalidations,
-            writes.writes,
-            writes.commits,
-            writes.largest_batch
-        ));
-        body
+        json::Object::new()
+            .str("node", &self.name)
+            .uint("requests", self.requests())
+            .uint("cache_hits", stats.hits)
+            .uint("cache_misses", stats.misses)
+            .uint("cache_entries", stats.entries)
+            .uint("cache_evictions", stats.evictions)
+            .uint("cache_invalidations", stats.invalidations)
+            .uint("writes", writes.writes)
+            .uint("commits", writes.commits)
+            .uint("largest_batch", writes.largest_batch)
+            .finish()
     }
 }
 

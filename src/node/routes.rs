@@ -128,9 +128,10 @@ pub fn handle(node: &Node, request: &Request) -> Response {
 }
 
 fn health(node: &Node) -> Response {
-    let mut body = String::from("{\"node\":");
-    json::write_str(&mut body, node.name());
-    body.push_str(",\"status\":\"ok\"}");
+    let body = json::Object::new()
+        .str("node", node.name())
+        .str("status", "ok")
+        .finish();
     Response::json(200, body)
 }
 

@@ -260,16 +260,14 @@ fn node_answer(result: Result<NodeInfo, Refusal>, state: &str) -> Response {
 }
 
 fn node_json(info: &NodeInfo, state: Option<&str>) -> String {
-    let mut out = String::from("{\"name\":");
-    json::write_str(&mut out, &info.name);
-    out.push_str(",\"addr\":");
-    json::write_str(&mut out, &info.addr);
-    if let Some(state) = state {
-        out.push_str(",\"state\":");
-        json::write_str(&mut out, state);
+    let object = json::Object::new()
+        .str("name", &info.name)
+        .str("addr", &info.addr);
+    match state {
+        Some(state) => object.str("state", state),
+        None => object,
     }
-    out.push('}');
-    out
+    .finish()
 }
 
 /// A JSON object body, or the 400 to answer. An empty body is `{}`.
@@ -377,42 +375,27 @@ fn after_param(query: Option<&str>) -> Result<u64, String> {
 
 /// `{"events":[{"seq":N,"time":RFC3339,"kind":K,"node":NAME|null,"detail":S}…]}`.
 pub fn events_json(events: &[Event]) -> String {
-    let mut out = String::with_capacity(32 + events.len() * 160);
-    out.push_str("{\"events\":[");
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{{\"seq\":{},\"time\":", event.seq);
-        json::write_str(&mut out, &utc_timestamp(event.time));
-        out.push_str(",\"kind\":");
-        json::write_str(&mut out, event.kind.as_str());
-        out.push_str(",\"node\":");
-        match &event.node {
-            Some(node) => json::write_str(&mut out, node),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"detail\":");
-        json::write_str(&mut out, &event.detail);
-        out.push('}');
-    }
-    out.push_str("]}");
-    out
+    let events = events.iter().map(|event| {
+        json::Object::new()
+            .uint("seq", event.seq)
+            .str("time", &utc_timestamp(event.time))
+            .str("kind", event.kind.as_str())
+            .opt_str("node", event.node.as_deref())
+            .str("detail", &event.detail)
+            .finish()
+    });
+    json::Object::new()
+        .raw("events", &json::array(events))
+        .finish()
 }
 
 /// `{"balancer":NAME,"weights":[…]}`.
 pub fn balancer_json(topology: &Topology) -> String {
-    let mut out = String::from("{\"balancer\":");
-    json::write_str(&mut out, topology.balancer.name());
-    out.push_str(",\"weights\":[");
-    for (i, weight) in topology.weights.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{weight}");
-    }
-    out.push_str("]}");
-    out
+    let weights = topology.weights.iter().map(u32::to_string);
+    json::Object::new()
+        .str("balancer", topology.balancer.name())
+        .raw("weights", &json::array(weights))
+        .finish()
 }
 
 /// A finite number as JSON with at most three decimals (`2`, `0.55`).
@@ -484,49 +467,37 @@ fn figures(topology: &Topology) -> Vec<Figures> {
 /// `healthy` still says what its checks say), `ejections` (times ejected)
 /// and `responses` (the clients' answers by status class).
 pub fn status_json(topology: &Topology) -> String {
-    let mut out = String::with_capacity(256 + topology.backends.len() * 256);
-    out.push_str("{\"balancer\":");
-    json::write_str(&mut out, topology.balancer.name());
-    out.push_str(",\"nodes\":[");
-    for (i, node) in figures(topology).iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"name\":");
-        json::write_str(&mut out, &node.name);
-        out.push_str(",\"addr\":");
-        json::write_str(&mut out, &node.addr);
-        let kind = if node.spawned { "thread" } else { "external" };
-        let (hits, misses) = match node.cache {
-            Some((hits, misses)) => (hits.to_string(), misses.to_string()),
-            None => ("null".to_string(), "null".to_string()),
-        };
-        let _ = write!(
-            out,
-            ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{},\"effective_weight\":{},\"in_flight\":{},\"requests\":{},\
-             \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{},\
-             \"retries\":{},\"ejected\":{},\"ejections\":{},\"responses\":{{",
-            node.healthy,
-            node.weight,
-            json_number(node.effective_weight),
-            node.in_flight,
-            node.requests,
-            node.failures,
-            node.connections_opened,
-            node.retries,
-            node.ejected,
-            node.ejections,
-        );
-        for (j, (class, count)) in RESPONSE_CLASSES.iter().zip(node.responses).enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "\"{class}\":{count}");
-        }
-        out.push_str("}}");
-    }
-    out.push_str("]}");
-    out
+    let nodes = figures(topology).into_iter().map(|node| {
+        let responses = RESPONSE_CLASSES
+            .iter()
+            .zip(node.responses)
+            .fold(json::Object::new(), |object, (class, count)| {
+                object.uint(class, count)
+            })
+            .finish();
+        json::Object::new()
+            .str("name", &node.name)
+            .str("addr", &node.addr)
+            .str("kind", if node.spawned { "thread" } else { "external" })
+            .bool("healthy", node.healthy)
+            .uint("weight", u64::from(node.weight))
+            .raw("effective_weight", &json_number(node.effective_weight))
+            .uint("in_flight", node.in_flight)
+            .uint("requests", node.requests)
+            .uint("failures", node.failures)
+            .opt_uint("cache_hits", node.cache.map(|(hits, _)| hits))
+            .opt_uint("cache_misses", node.cache.map(|(_, misses)| misses))
+            .uint("connections_opened", node.connections_opened)
+            .uint("retries", node.retries)
+            .bool("ejected", node.ejected)
+            .uint("ejections", u64::from(node.ejections))
+            .raw("responses", &responses)
+            .finish()
+    });
+    json::Object::new()
+        .str("balancer", topology.balancer.name())
+        .raw("nodes", &json::array(nodes))
+        .finish()
 }
 
 /// The status figures in the Prometheus text exposition format.

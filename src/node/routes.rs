@@ -167,20 +167,14 @@ fn list(node: &Node, query: &str) -> Response {
         Ok(items) => items,
         Err(error) => return store_error(&error),
     };
-    let mut body = String::with_capacity(64 + items.len() * 600);
-    body.push_str("{\"items\":[");
-    for (i, booking) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        booking.write_json(&mut body);
-    }
-    body.push_str("],\"next_after\":");
-    match items.last() {
-        Some(last) if items.len() == limit => json::write_str(&mut body, &last.booking_id),
-        _ => body.push_str("null"),
-    }
-    body.push('}');
+    let next_after = match items.last() {
+        Some(last) if items.len() == limit => Some(last.booking_id.as_str()),
+        _ => None,
+    };
+    let body = json::Object::new()
+        .raw("items", &json::array(items.iter().map(Booking::to_json)))
+        .opt_str("next_after", next_after)
+        .finish();
     Response::json(200, body)
 }
 

@@ -444,6 +444,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), Some("a b c".into()));
+        assert_eq!(percent_decode("plain"), Some("plain".into()));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    /// The node's route and the relay's routing key both read the id here.
+    #[test]
+    fn the_booking_id_in_a_path_is_percent_decoded() {
+        assert_eq!(booking_id_in_path("/bookings/abc").as_deref(), Some("abc"));
+        assert_eq!(
+            booking_id_in_path("/bookings/a%2D1").as_deref(),
+            Some("a-1")
+        );
+        assert_eq!(booking_id_in_path("/bookings"), None);
+        assert_eq!(booking_id_in_path("/bookings/"), None);
+        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
+        assert_eq!(booking_id_in_path("/health"), None);
+    }
+
+    #[test]
     fn every_error_has_a_4xx_or_505_status_and_a_sentence() {
         let all = [
             Bytes::RequestLine,

@@ -360,18 +360,4 @@ mod tests {
             assert_eq!(response.header("allow"), Some(allow));
         }
     }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c"), Some("a b c".into()));
-        assert_eq!(percent_decode("plain"), Some("plain".into()));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(
-            booking_id_in_path("/bookings/a%2D1").as_deref(),
-            Some("a-1")
-        );
-        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
-    }
 }

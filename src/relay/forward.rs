@@ -1064,19 +1064,6 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_routing_key_is_the_booking_id_as_the_node_reads_it() {
-        assert_eq!(booking_id_in_path("/bookings/abc").as_deref(), Some("abc"));
-        assert_eq!(
-            booking_id_in_path("/bookings/a%2D1").as_deref(),
-            Some("a-1")
-        );
-        assert_eq!(booking_id_in_path("/bookings"), None);
-        assert_eq!(booking_id_in_path("/bookings/"), None);
-        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
-        assert_eq!(booking_id_in_path("/health"), None);
-    }
-
     fn outgoing(req: &Request) -> Outgoing<'_> {
         Outgoing {
             request: req,

@@ -29,6 +29,11 @@ pub enum Command {
 }
 
 /// Options of the default command: a relay with spawned nodes and/or backends.
+///
+/// The relay's own part goes to it as a [`crate::relay::Settings`]
+/// ([`crate::launch::relay_settings`]); a field of the same name means what
+/// it says there. The rest (`listen`, the nodes, the database, the token
+/// file) is launch's to act on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelayConfig {
     pub listen: String,
@@ -38,7 +43,6 @@ pub struct RelayConfig {
     pub weights: Option<Vec<u32>>,
     /// `bounded-consistent-hash`: no node takes more than this × the average load (> 1).
     pub hash_balance_factor: f64,
-    /// How long a node that came up takes to ramp to its full share; zero: off.
     pub slow_start: Duration,
     pub db: PathBuf,
     pub seed: usize,
@@ -46,25 +50,16 @@ pub struct RelayConfig {
     pub cache_ttl: Option<Duration>,
     pub node_delays: Vec<Duration>,
     pub health_interval: Duration,
-    /// What the active check requests; `None`: passive health only.
     pub health_path: Option<String>,
-    /// How long a node's first outlier ejection lasts (later ones: this ×
-    /// their count; see [`crate::relay::outlier`]).
     pub ejection_time: Duration,
-    /// Largest request body the relay forwards.
     pub max_body_bytes: u64,
-    /// Longest silence between two pieces of a backend's response body.
     pub read_timeout: Duration,
     pub access_log: bool,
-    /// The token changing `/_relay/*` calls must present; `None`: such calls
-    /// are accepted from this machine only.
     pub admin_token: Option<String>,
     /// `--admin-token-file`, not yet read: [`crate::launch::resolve_admin_token`]
     /// reads it into `admin_token` (and [`crate::launch::start_relay`] does if
     /// nobody did).
     pub admin_token_file: Option<PathBuf>,
-    /// `None`: what the descriptor limit allows, at most 4096
-    /// ([`crate::relay::connection_limit`]).
     pub max_connections: Option<usize>,
 }
 

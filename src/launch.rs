@@ -1,6 +1,8 @@
 //! Configuration to running servers: open and seed the database, bind the
-//! listeners, print what started. Shared by `main`, the integration tests and
-//! the examples, so all three start the system the same way.
+//! listeners, start the node simulator ([`crate::sim`]) and the relay with its
+//! part of the command line ([`relay_settings`]), print what started. Shared
+//! by `main`, the integration tests and the examples, so all three start the
+//! system the same way.
 
 use crate::balancer;
 use crate::cli::{self, NodeArgs, RelayConfig};

@@ -1,6 +1,9 @@
 //! A node: an HTTP server for the booking API with its own LRU cache over the
 //! shared SQLite database. It runs as a thread set inside the relay process or
-//! alone as `bookrelay node`; it knows nothing of the relay.
+//! alone as `bookrelay node`; it knows nothing of the relay. [`bind`] and
+//! [`start_node`] start one; [`routes`] translates HTTP to its booking
+//! operations ([`Node::list`], [`Node::create`], [`Node::read_booking`],
+//! [`Node::update`], [`Node::delete`]), which own its store and cache.
 //!
 //! **One thread per connection** ([`crate::http::server`] says why), each
 //! with a [`CONNECTION_STACK_BYTES`] stack: a thread waiting for its write's

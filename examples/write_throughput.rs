@@ -22,7 +22,7 @@
 use bookrelay::cli::RelayConfig;
 use bookrelay::client::HttpClient;
 use bookrelay::launch;
-use bookrelay::node::NodeConfig;
+use bookrelay::node::{self, NodeConfig};
 use bookrelay::rand::Rng;
 use bookrelay::sample::sample_booking;
 use bookrelay::store::{Store, WriteStats};
@@ -310,8 +310,8 @@ fn run(options: &Options) -> Result<(), String> {
     let node_db = node_dir.path().join("bookings.db");
     launch::prepare_database(&node_db, 0).map_err(|e| e.to_string())?;
     let node_store = Store::open(&node_db).map_err(|e| e.to_string())?;
-    let listener = launch::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let node = launch::start_node(
+    let listener = node::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let node = node::start_node(
         &NodeConfig {
             name: "writer-node".into(),
             db: node_db.clone(),

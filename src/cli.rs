@@ -6,18 +6,12 @@
 //! Both `--option value` and `--option=value` are accepted. Every option has a
 //! default, so `bookrelay` alone starts a working system.
 
-use crate::balancer::{BoundedConsistentHash, NAMES};
-use std::fmt;
+use crate::balancer::{BoundedConsistentHash, MAX_WEIGHT, NAMES, STRATEGIES};
+use crate::relay::control::MAX_NODES;
+use std::fmt::{self, Write as _};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
-
-/// Largest weight accepted: the consistent-hash ring holds 160 points per unit
-/// of weight, so weights beyond this would only cost memory.
-pub const MAX_WEIGHT: u32 = 1000;
-
-/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
-/// together, at start and after `POST /_relay/nodes`.
-pub const MAX_NODES: usize = 64;
 
 /// Largest `--max-conns-per-node`: beyond this a cap no longer bounds anything a machine
 /// running the relay could hold.
@@ -39,6 +33,11 @@ pub enum Command {
 }
 
 /// Options of the default command: a relay with spawned nodes and/or backends.
+///
+/// The relay's own part goes to it as a [`crate::relay::Settings`]
+/// ([`crate::launch::relay_settings`]); a field of the same name means what
+/// it says there. The rest (`listen`, the nodes, the database, the token
+/// file) is launch's to act on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelayConfig {
     pub listen: String,
@@ -48,7 +47,6 @@ pub struct RelayConfig {
     pub weights: Option<Vec<u32>>,
     /// `bounded-consistent-hash`: no node takes more than this × the average load (> 1).
     pub hash_balance_factor: f64,
-    /// How long a node that came up takes to ramp to its full share; zero: off.
     pub slow_start: Duration,
     pub db: PathBuf,
     pub seed: usize,
@@ -56,30 +54,18 @@ pub struct RelayConfig {
     pub cache_ttl: Option<Duration>,
     pub node_delays: Vec<Duration>,
     pub health_interval: Duration,
-    /// What the active check requests; `None`: passive health only.
     pub health_path: Option<String>,
-    /// How long a node's first outlier ejection lasts (later ones: this ×
-    /// their count; see [`crate::relay::outlier`]).
     pub ejection_time: Duration,
-    /// At most this many requests in flight at each node; more wait in the relay's line
-    /// ([`crate::relay::queue`]). `None`: no cap.
     pub max_conns_per_node: Option<usize>,
-    /// Longest a request waits in that line before it is answered 503.
     pub queue_timeout: Duration,
-    /// Largest request body the relay forwards.
     pub max_body_bytes: u64,
-    /// Longest silence between two pieces of a backend's response body.
     pub read_timeout: Duration,
     pub access_log: bool,
-    /// The token changing `/_relay/*` calls must present; `None`: such calls
-    /// are accepted from this machine only.
     pub admin_token: Option<String>,
     /// `--admin-token-file`, not yet read: [`crate::launch::resolve_admin_token`]
     /// reads it into `admin_token` (and [`crate::launch::start_relay`] does if
     /// nobody did).
     pub admin_token_file: Option<PathBuf>,
-    /// `None`: what the descriptor limit allows, at most 4096
-    /// ([`crate::relay::RelayServer::max_connections`]).
     pub max_connections: Option<usize>,
 }
 
@@ -152,7 +138,20 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-pub const RELAY_HELP: &str = "\
+/// `bookrelay --help`, with one line per strategy of [`STRATEGIES`].
+pub fn relay_help() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let mut list = String::new();
+        for strategy in STRATEGIES {
+            let _ = writeln!(list, "{:29}{:<25}{}", "", strategy.name, strategy.help);
+        }
+        RELAY_HELP_TEMPLATE.replace("{balancers}\n", &list)
+    })
+}
+
+/// The text of [`relay_help`], its `{balancers}` line standing for the strategies.
+const RELAY_HELP_TEMPLATE: &str = "\
 bookrelay: an HTTP/1.1 load balancer in front of booking nodes
 
 Usage:
@@ -164,9 +163,8 @@ Options:
   --listen ADDR            where clients connect [default: 127.0.0.1:8080]; ':0' picks a free port
   --nodes N                node threads to spawn [default: 3]
   --backend ADDR           an external HTTP server to balance over (repeatable)
-  --balancer NAME          round-robin, random, weighted, least-connections,
-                           consistent-hash, p2c, bounded-consistent-hash or peak-ewma
-                           [default: round-robin]
+  --balancer NAME          how the relay picks a node [default: round-robin]:
+{balancers}
   --weights W,W,...        one weight (0-1000) per node/backend, in order [default: all 1]
   --hash-balance-factor F  bounded-consistent-hash: no node takes more than F times the
                            average load; F above 1 [default: 1.25]
@@ -233,7 +231,7 @@ pub fn parse(args: &[String]) -> Result<Command, Error> {
     let mut options = Options::new(args);
     while let Some(option) = options.next_option()? {
         match option.as_str() {
-            "-h" | "--help" => return Ok(Command::Help(RELAY_HELP)),
+            "-h" | "--help" => return Ok(Command::Help(relay_help())),
             "-V" | "--version" => return Ok(Command::Version),
             "--listen" => config.listen = options.address(&option)?,
             "--nodes" => config.nodes = options.number_up_to(&option, MAX_NODES as u64)? as usize,
@@ -697,7 +695,7 @@ mod tests {
     fn the_new_balancers_and_their_options_parse() {
         for name in ["bounded-consistent-hash", "peak-ewma"] {
             assert_eq!(relay(&format!("--balancer {name}")).balancer, name);
-            assert!(RELAY_HELP.contains(name), "{name} in --help");
+            assert!(relay_help().contains(name), "{name} in --help");
         }
         assert_eq!(relay("").hash_balance_factor, 1.25);
         assert_eq!(relay("").slow_start, Duration::ZERO);
@@ -705,8 +703,8 @@ mod tests {
         assert_eq!(config.hash_balance_factor, 1.5);
         assert_eq!(config.slow_start, Duration::from_secs(30));
         assert_eq!(relay("--hash-balance-factor=2").hash_balance_factor, 2.0);
-        assert!(RELAY_HELP.contains("--hash-balance-factor F"));
-        assert!(RELAY_HELP.contains("--slow-start SECS"));
+        assert!(relay_help().contains("--hash-balance-factor F"));
+        assert!(relay_help().contains("--slow-start SECS"));
     }
 
     #[test]
@@ -749,8 +747,8 @@ mod tests {
             "--admin-token-file needs a file name"
         );
         assert!(error("--admin-token-file t --admin-token x").contains("not both"));
-        assert!(RELAY_HELP.contains("--admin-token-file PATH"));
-        assert!(RELAY_HELP.contains(ADMIN_TOKEN_ENV));
+        assert!(relay_help().contains("--admin-token-file PATH"));
+        assert!(relay_help().contains(ADMIN_TOKEN_ENV));
     }
 
     #[test]
@@ -780,7 +778,7 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse(&args("--help")), Ok(Command::Help(RELAY_HELP)));
+        assert_eq!(parse(&args("--help")), Ok(Command::Help(relay_help())));
         assert_eq!(parse(&args("node -h")), Ok(Command::Help(NODE_HELP)));
         assert_eq!(parse(&args("--version")), Ok(Command::Version));
         assert!(

@@ -10,7 +10,9 @@
 //! exhaust the stack. The parser never panics, whatever the input.
 //!
 //! The writer emits compact JSON (no insignificant whitespace) that this
-//! parser reads back to an equal [`Value`].
+//! parser reads back to an equal [`Value`]. Answers assembled field by field
+//! (a node's `/health` and `/stats`, the relay's status and events) use
+//! [`Object`] and [`array`], which place the quotes, escapes and commas.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -468,6 +470,86 @@ impl Value {
         self.write_json(&mut out);
         out
     }
+}
+
+/// One JSON object written field by field, in the order given:
+/// `Object::new().str("node", "a").uint("requests", 7).finish()` is
+/// `{"node":"a","requests":7}`.
+#[derive(Debug, Default)]
+pub struct Object {
+    out: String,
+}
+
+impl Object {
+    pub fn new() -> Object {
+        Object::default()
+    }
+
+    fn key(mut self, key: &str) -> Object {
+        self.out.push(if self.out.is_empty() { '{' } else { ',' });
+        write_str(&mut self.out, key);
+        self.out.push(':');
+        self
+    }
+
+    pub fn str(self, key: &str, value: &str) -> Object {
+        let mut this = self.key(key);
+        write_str(&mut this.out, value);
+        this
+    }
+
+    /// A string, or `null` for `None`.
+    pub fn opt_str(self, key: &str, value: Option<&str>) -> Object {
+        match value {
+            Some(value) => self.str(key, value),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    pub fn uint(self, key: &str, value: u64) -> Object {
+        self.raw(key, &value.to_string())
+    }
+
+    /// A whole number, or `null` for `None`.
+    pub fn opt_uint(self, key: &str, value: Option<u64>) -> Object {
+        match value {
+            Some(value) => self.uint(key, value),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    pub fn bool(self, key: &str, value: bool) -> Object {
+        self.raw(key, if value { "true" } else { "false" })
+    }
+
+    /// A value already written as JSON (a nested object, an array, a number
+    /// formatted by the caller).
+    pub fn raw(self, key: &str, json: &str) -> Object {
+        let mut this = self.key(key);
+        this.out.push_str(json);
+        this
+    }
+
+    pub fn finish(mut self) -> String {
+        if self.out.is_empty() {
+            self.out.push('{');
+        }
+        self.out.push('}');
+        self.out
+    }
+}
+
+/// A JSON array of values already written as JSON.
+pub fn array(items: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::from("[");
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&item);
+    }
+    out.push(']');
+    out
 }
 
 /// Appends `s` as a JSON string literal.
@@ -1277,5 +1359,24 @@ mod tests {
         assert!(text.len() > 1 << 20);
         let v = ok(&text);
         assert_eq!(v.as_str().map(str::len), Some((1 << 17) * 7));
+    }
+
+    #[test]
+    fn objects_and_arrays_are_written_field_by_field() {
+        assert_eq!(Object::new().finish(), "{}");
+        let object = Object::new()
+            .str("name", "be\"ta")
+            .opt_str("node", None)
+            .uint("n", 7)
+            .opt_uint("hits", None)
+            .bool("up", true)
+            .raw("list", &array(["1".to_string(), "2".to_string()]))
+            .finish();
+        assert_eq!(
+            object,
+            r#"{"name":"be\"ta","node":null,"n":7,"hits":null,"up":true,"list":[1,2]}"#
+        );
+        assert_eq!(array(Vec::new()), "[]");
+        assert!(parse(object.as_bytes()).is_ok());
     }
 }

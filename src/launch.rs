@@ -1,19 +1,23 @@
 //! Configuration to running servers: open and seed the database, bind the
-//! listeners, print what started. Shared by `main`, the integration tests and
-//! the examples, so all three start the system the same way.
+//! listeners, start the node simulator ([`crate::sim`]) and the relay with its
+//! part of the command line ([`relay_settings`]), print what started. Shared
+//! by `main`, the integration tests and the examples, so all three start the
+//! system the same way.
 
+use crate::balancer;
 use crate::cli::{self, NodeArgs, RelayConfig};
-use crate::names::{random_name, NameGenerator};
-use crate::node::{Node, NodeConfig, NodeServer};
+use crate::names::random_name;
+use crate::node::{self, bind, start_node, NodeConfig};
 use crate::rand::Rng;
-use crate::relay::RelayServer;
+use crate::relay::spawned::Spawned;
+use crate::relay::{self, RelayServer};
+use crate::sim::{NodeTemplate, Simulator};
 use crate::store::Store;
 use std::ffi::OsString;
 use std::fmt;
-use std::io;
-use std::net::TcpListener;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Why the system could not start; one sentence for the terminal.
 #[derive(Debug)]
@@ -27,20 +31,16 @@ impl fmt::Display for LaunchError {
 
 impl std::error::Error for LaunchError {}
 
-/// Binds `addr`, explaining the usual failures in words.
-pub fn bind(addr: &str) -> Result<TcpListener, LaunchError> {
-    TcpListener::bind(addr).map_err(|error| {
-        let why = match error.kind() {
-            io::ErrorKind::AddrInUse => {
-                "the address is already in use (is another bookrelay running?)".to_string()
-            }
-            io::ErrorKind::PermissionDenied => {
-                "permission denied (ports below 1024 need root)".to_string()
-            }
-            _ => error.to_string(),
-        };
-        LaunchError(format!("cannot listen on {addr}: {why}"))
-    })
+impl From<node::StartError> for LaunchError {
+    fn from(error: node::StartError) -> Self {
+        LaunchError(error.0)
+    }
+}
+
+impl From<relay::StartError> for LaunchError {
+    fn from(error: relay::StartError) -> Self {
+        LaunchError(error.0)
+    }
 }
 
 /// Opens the database and inserts `seed` sample bookings if it is empty.
@@ -51,14 +51,6 @@ pub fn prepare_database(db: &Path, seed: usize) -> Result<usize, LaunchError> {
     store
         .seed_if_empty(seed, &mut Rng::from_entropy())
         .map_err(|e| LaunchError(format!("cannot seed database {}: {e}", db.display())))
-}
-
-/// Starts one node server on `listener`.
-pub fn start_node(config: &NodeConfig, listener: TcpListener) -> Result<NodeServer, LaunchError> {
-    let node = Node::open(config)
-        .map_err(|e| LaunchError(format!("cannot open database {}: {e}", config.db.display())))?;
-    NodeServer::start(Arc::new(node), listener)
-        .map_err(|e| LaunchError(format!("cannot start node {}: {e}", config.name)))
 }
 
 /// `bookrelay node`: one node in the foreground until the process is killed.
@@ -85,9 +77,18 @@ pub fn run_node(args: &NodeArgs) -> Result<(), LaunchError> {
     Ok(())
 }
 
+/// The simulator of `config`'s node threads.
+pub fn simulator(config: &RelayConfig) -> Simulator {
+    Simulator::new(NodeTemplate {
+        db: config.db.clone(),
+        cache_capacity: config.cache_capacity,
+        cache_ttl: config.cache_ttl,
+    })
+}
+
 /// Spawns `config.nodes` node threads on free loopback ports, with unique
-/// friendly names, after seeding the database once.
-pub fn spawn_nodes(config: &RelayConfig) -> Result<Vec<NodeServer>, LaunchError> {
+/// friendly names and their `--node-delay`, after seeding the database once.
+pub fn spawn_nodes(config: &RelayConfig, sim: &Simulator) -> Result<Vec<Spawned>, LaunchError> {
     let seeded = prepare_database(&config.db, config.seed)?;
     if seeded > 0 {
         println!(
@@ -95,19 +96,10 @@ pub fn spawn_nodes(config: &RelayConfig) -> Result<Vec<NodeServer>, LaunchError>
             config.db.display()
         );
     }
-    let mut names = NameGenerator::new(Rng::from_entropy());
-    let mut servers = Vec::with_capacity(config.nodes);
-    for i in 0..config.nodes {
-        let node = NodeConfig {
-            name: names.next_name(),
-            db: config.db.clone(),
-            cache_capacity: config.cache_capacity,
-            cache_ttl: config.cache_ttl,
-            delay: config.node_delays.get(i).copied().unwrap_or_default(),
-        };
-        servers.push(start_node(&node, bind("127.0.0.1:0")?)?);
-    }
-    Ok(servers)
+    let delays: Vec<Duration> = (0..config.nodes)
+        .map(|i| config.node_delays.get(i).copied().unwrap_or_default())
+        .collect();
+    Ok(sim.start_many(&delays)?)
 }
 
 /// Settles the admin token: `--admin-token-file` is read into
@@ -164,12 +156,41 @@ pub fn start_relay(config: &RelayConfig) -> Result<RelayServer, LaunchError> {
     let config = &config;
     // Bind first: a port in use should fail before nodes or data are touched.
     let listener = bind(&listen_address(&config.listen))?;
+    let sim = simulator(config);
     let nodes = if config.nodes > 0 {
-        spawn_nodes(config)?
+        spawn_nodes(config, &sim)?
     } else {
         Vec::new()
     };
-    RelayServer::start(config, listener, nodes)
+    Ok(RelayServer::start(
+        &relay_settings(config),
+        listener,
+        nodes,
+        Some(Arc::new(sim)),
+    )?)
+}
+
+/// What of `config` the relay itself is told.
+pub fn relay_settings(config: &RelayConfig) -> relay::Settings {
+    relay::Settings {
+        backends: config.backends.clone(),
+        balancer: config.balancer.clone(),
+        weights: config.weights.clone(),
+        balancer_options: balancer::Options {
+            hash_balance_factor: config.hash_balance_factor,
+        },
+        slow_start: config.slow_start,
+        health_interval: config.health_interval,
+        health_path: config.health_path.clone(),
+        ejection_time: config.ejection_time,
+        max_conns_per_node: config.max_conns_per_node,
+        queue_timeout: config.queue_timeout,
+        max_body_bytes: config.max_body_bytes,
+        read_timeout: config.read_timeout,
+        access_log: config.access_log,
+        admin_token: config.admin_token.clone(),
+        max_connections: config.max_connections,
+    }
 }
 
 /// The default command: relay + node threads in the foreground.
@@ -185,7 +206,8 @@ pub fn run_relay(config: &RelayConfig) -> Result<(), LaunchError> {
         topology.balancer.name()
     );
     drop(topology);
-    if let (allowed, Some(limit)) = crate::relay::connection_limit(config) {
+    let in_process = config.nodes > 0;
+    if let (allowed, Some(limit)) = relay::connection_limit(&relay_settings(config), in_process) {
         println!("{}", descriptor_notice(allowed, limit));
     }
     relay.wait();

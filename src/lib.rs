@@ -21,10 +21,11 @@
 //! | [`http`] | request parsing, response writing, one connection's loop |
 //! | [`relay`] | accept, forward over pooled connections, health, `/_relay/*` |
 //! | [`node`] | the node server and its booking routes |
+//! | [`sim`] | the node simulator: node threads the relay can kill, revive, make sick and add |
 //! | [`booking`] | the booking record and its field rules (pure) |
 //! | [`store`] | SQLite: schema, CRUD, paging, idempotency, change log, group commit |
 //! | [`cache`] | the per-node LRU with TTL and invalidation |
-//! | [`balancer`] | the six node-selection strategies (pure) |
+//! | [`balancer`] | the node-selection strategies, one table of them (pure) |
 //! | [`dashboard`] | the live HTML page at `/_relay/` |
 //! | [`json`], [`rand`], [`names`], [`sample`] | small pure helpers |
 //! | [`limits`] | how many clients the open-files limit allows |
@@ -45,5 +46,6 @@ pub mod node;
 pub mod rand;
 pub mod relay;
 pub mod sample;
+pub mod sim;
 pub mod store;
 pub mod temp_dir;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use bookrelay::cli::MAX_NODES;
+use bookrelay::relay::control::MAX_NODES;
 use bookrelay::temp_dir::TempDir;
 use common::{admin, Client, Reply, TestRelay};
 use std::io::{BufRead, BufReader};

@@ -37,10 +37,10 @@ use bookrelay::http::body::{BodyFraming, Step};
 use bookrelay::http::buffer::InputBuffer;
 use bookrelay::http::conn::{self, Handler};
 use bookrelay::http::parse::{
-    parse_request_head, parse_response_head, ChunkedDecoder, ResponseFraming, Status,
+    parse_request_head, parse_response_head, ChunkedDecoder, Error, Status,
 };
 use bookrelay::http::upstream::{length_framing, RequestBody};
-use bookrelay::http::{Error, Framing, Request, Response, MAX_BODY_BYTES};
+use bookrelay::http::{self, Framing, Request, Response, MAX_BODY_BYTES};
 use bookrelay::rand::Rng;
 use bookrelay::relay::forward::{is_upgrade, request_head, REPLAY_BYTES};
 use common::TestRelay;
@@ -135,7 +135,7 @@ fn frame_whole(stream: &[u8]) -> Framed {
         };
         pos += used;
         let body = match request.framing {
-            Framing::Empty => Vec::new(),
+            Framing::Empty | Framing::UntilClose => Vec::new(),
             Framing::Length(n) if n > LIMIT => {
                 break End::Rejected(Error::BodyTooLarge { limit: LIMIT })
             }
@@ -218,7 +218,7 @@ fn frame_in_pieces(stream: &[u8], cuts: &[usize]) -> Framed {
         };
         input.consume(used);
         let mut framing = match request.framing {
-            Framing::Empty => BodyFraming::empty(),
+            Framing::Empty | Framing::UntilClose => BodyFraming::empty(),
             Framing::Length(n) if n > LIMIT => {
                 break End::Rejected(Error::BodyTooLarge { limit: LIMIT })
             }
@@ -346,7 +346,7 @@ fn serve_backend(mut stream: TcpStream, records: &Sender<Record>) {
         };
         input.consume(used);
         let mut framing = match request.framing {
-            Framing::Empty => BodyFraming::empty(),
+            Framing::Empty | Framing::UntilClose => BodyFraming::empty(),
             Framing::Length(n) => BodyFraming::length(n),
             Framing::Chunked => BodyFraming::chunked(u64::MAX),
         };
@@ -477,8 +477,8 @@ fn answers(raw: &[u8], requests: &[Seen]) -> Result<Vec<Answer>, String> {
             continue;
         }
         let body = match head.framing {
-            ResponseFraming::Empty => Vec::new(),
-            ResponseFraming::Length(n) => {
+            Framing::Empty => Vec::new(),
+            Framing::Length(n) => {
                 let n = n as usize;
                 if raw.len() - pos < n {
                     return Err(format!("an answer's body was cut off after {out:?}"));
@@ -486,7 +486,7 @@ fn answers(raw: &[u8], requests: &[Seen]) -> Result<Vec<Answer>, String> {
                 pos += n;
                 raw[pos - n..pos].to_vec()
             }
-            ResponseFraming::Chunked => {
+            Framing::Chunked => {
                 let mut decoder = ChunkedDecoder::with_limit(u64::MAX);
                 let used = decoder
                     .feed(&raw[pos..])
@@ -497,7 +497,7 @@ fn answers(raw: &[u8], requests: &[Seen]) -> Result<Vec<Answer>, String> {
                 pos += used;
                 decoder.into_body()
             }
-            ResponseFraming::UntilClose => {
+            Framing::UntilClose => {
                 let rest = raw[pos..].to_vec();
                 pos = raw.len();
                 rest
@@ -537,7 +537,7 @@ fn judge(who: &str, framed: &Framed, received: &[Seen], observed: &Observed) -> 
         .collect();
     if let End::Rejected(error) = framed.end {
         // The error's own body is a sentence; its status is what matters.
-        want.push((error.status(), None));
+        want.push((http::Error::from(error).status(), None));
     }
     let matches = got.len() == want.len()
         && got.iter().zip(&want).all(|(g, (status, body))| {
@@ -572,7 +572,7 @@ fn through_the_relay(framed: &Framed, backend: SocketAddr) -> Framed {
     let peer: SocketAddr = "127.0.0.1:1".parse().expect("address");
     for (i, (request, seen)) in framed.heads.iter().zip(&framed.requests).enumerate() {
         let framing = match request.framing {
-            Framing::Empty => length_framing(&request.method, 0),
+            Framing::Empty | Framing::UntilClose => length_framing(&request.method, 0),
             Framing::Length(n) => RequestBody::Length(n),
             // Gathered whole and sent with a length (the bodies here are
             // all under the relay's replay size).

@@ -6,7 +6,7 @@ mod common;
 use bookrelay::http::conn::Handler;
 use bookrelay::http::parse::{parse_request_head, ChunkedDecoder, Status};
 use bookrelay::http::server::{Server, ServerCounters, ServerOptions};
-use bookrelay::http::{Framing, Request, Response};
+use bookrelay::http::{self, Framing, Request, Response};
 use bookrelay::rand::Rng;
 use common::storm::{self, CLASSES};
 use common::{ok_reply, Act, Client, FakeBackend, TestRelay};
@@ -186,7 +186,7 @@ fn millions_of_malformed_inputs_never_panic_the_parser() {
         let input = storm::generate(class, &mut rng);
         let outcome = match parse_request_head(&input) {
             Ok(Status::Partial) => "partial".to_string(),
-            Err(error) => format!("{}", error.status()),
+            Err(error) => format!("{}", http::Error::from(error).status()),
             Ok(Status::Complete((request, used))) => {
                 if request.framing == Framing::Chunked {
                     let _ = ChunkedDecoder::new().feed(&input[used..]);

@@ -10,7 +10,7 @@
 mod common;
 
 use bookrelay::launch;
-use bookrelay::node::{NodeConfig, NodeServer};
+use bookrelay::node::{self, NodeConfig, NodeServer};
 use bookrelay::store::Store;
 use bookrelay::temp_dir::TempDir;
 use common::{admin, booking_body, Client, TestRelay, ANSWER_TIMEOUT};
@@ -45,8 +45,8 @@ impl SlowNode {
             cache_ttl: Some(Duration::from_secs(60)),
             delay: DELAY,
         };
-        let listener = launch::bind("127.0.0.1:0").expect("bind");
-        let server = launch::start_node(&config, listener).expect("start node");
+        let listener = node::bind("127.0.0.1:0").expect("bind");
+        let server = node::start_node(&config, listener).expect("start node");
         SlowNode {
             server,
             db,

@@ -6,6 +6,12 @@
 //! relay passes one [`NodeState`] per node, in that same order, and the balancer answers with
 //! an index into the slice.
 //!
+//! **One table.** [`STRATEGIES`] lists every strategy once: its name, a line of help and how to
+//! build it. `--balancer` and `PUT /_relay/balancer` accept its names ([`NAMES`]), `--help`
+//! prints its help lines, and the dashboard's list is rendered from it. Adding a strategy is
+//! one new file here (a type implementing [`Balancer`], with its `mod` line) and one row in
+//! [`STRATEGIES`]; nothing else names the strategies (but the table below, for readers).
+//!
 //! | name                | chooses                               | weights    | `in_flight` | `key`   |
 //! |---------------------|---------------------------------------|------------|-------------|---------|
 //! | `round-robin`       | healthy nodes in turn                 | ignored    | ignored     | ignored |
@@ -86,7 +92,7 @@ pub struct NodeState {
 
 /// A load-balancing strategy.
 pub trait Balancer: Send + Sync {
-    /// The CLI name, one of [`NAMES`].
+    /// The CLI name, its row's in [`STRATEGIES`].
     fn name(&self) -> &'static str;
 
     /// Index of the chosen node, or None if no node is eligible. Never picks a node with
@@ -123,17 +129,81 @@ impl Default for Options {
     }
 }
 
-/// Every strategy's CLI name, in the order `--help` lists them.
-pub const NAMES: [&str; 8] = [
-    RoundRobin::NAME,
-    Random::NAME,
-    SmoothWeighted::NAME,
-    LeastConnections::NAME,
-    ConsistentHash::NAME,
-    PowerOfTwoChoices::NAME,
-    BoundedConsistentHash::NAME,
-    PeakEwma::NAME,
+/// Largest weight accepted: the consistent-hash ring holds 160 points per unit
+/// of weight, so weights beyond this would only cost memory.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// One strategy: its CLI name, one line saying what it picks, and how to build it for a node
+/// set (`seed` drives the ones that draw random numbers; `options` tunes the ones with any).
+pub struct Strategy {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub build: fn(specs: &[NodeSpec], seed: u64, options: &Options) -> Box<dyn Balancer>,
+}
+
+/// Every strategy, in the order `--help` and the dashboard list them. The command line's
+/// `--balancer`, the admin API's `PUT /_relay/balancer`, `--help` and the dashboard's list
+/// all read this table: a new strategy is one file and one row here.
+pub const STRATEGIES: &[Strategy] = &[
+    Strategy {
+        name: RoundRobin::NAME,
+        help: "healthy nodes in turn",
+        build: |specs, _, _| Box::new(RoundRobin::new(specs)),
+    },
+    Strategy {
+        name: Random::NAME,
+        help: "uniformly among healthy nodes",
+        build: |specs, seed, _| Box::new(Random::new(specs, seed)),
+    },
+    Strategy {
+        name: SmoothWeighted::NAME,
+        help: "smooth weighted round-robin (--weights), as nginx",
+        build: |specs, _, _| Box::new(SmoothWeighted::new(specs)),
+    },
+    Strategy {
+        name: LeastConnections::NAME,
+        help: "fewest requests in flight",
+        build: |specs, _, _| Box::new(LeastConnections::new(specs)),
+    },
+    Strategy {
+        name: ConsistentHash::NAME,
+        help: "the booking id's owner on a hash ring",
+        build: |specs, _, _| Box::new(ConsistentHash::new(specs)),
+    },
+    Strategy {
+        name: PowerOfTwoChoices::NAME,
+        help: "the less loaded of two random nodes",
+        build: |specs, seed, _| Box::new(PowerOfTwoChoices::new(specs, seed)),
+    },
+    Strategy {
+        name: BoundedConsistentHash::NAME,
+        help: "the id's ring owner unless over its load bound",
+        build: |specs, _, options| {
+            Box::new(BoundedConsistentHash::new(
+                specs,
+                options.hash_balance_factor,
+            ))
+        },
+    },
+    Strategy {
+        name: PeakEwma::NAME,
+        help: "lowest latency x load of two random nodes",
+        build: |specs, seed, _| Box::new(PeakEwma::new(specs, seed, Arc::new(SystemClock))),
+    },
 ];
+
+/// Every strategy's CLI name, in [`STRATEGIES`]' order.
+pub const NAMES: [&str; STRATEGIES.len()] = names();
+
+const fn names<const N: usize>() -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = STRATEGIES[i].name;
+        i += 1;
+    }
+    names
+}
 
 /// The error for a strategy name that is not one of [`NAMES`]; holds the name given.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,20 +247,11 @@ pub fn build(
     seed: u64,
     options: &Options,
 ) -> Result<Box<dyn Balancer>, UnknownBalancer> {
-    Ok(match name {
-        RoundRobin::NAME => Box::new(RoundRobin::new(specs)),
-        Random::NAME => Box::new(Random::new(specs, seed)),
-        SmoothWeighted::NAME => Box::new(SmoothWeighted::new(specs)),
-        LeastConnections::NAME => Box::new(LeastConnections::new(specs)),
-        ConsistentHash::NAME => Box::new(ConsistentHash::new(specs)),
-        PowerOfTwoChoices::NAME => Box::new(PowerOfTwoChoices::new(specs, seed)),
-        BoundedConsistentHash::NAME => Box::new(BoundedConsistentHash::new(
-            specs,
-            options.hash_balance_factor,
-        )),
-        PeakEwma::NAME => Box::new(PeakEwma::new(specs, seed, Arc::new(SystemClock))),
-        _ => return Err(UnknownBalancer(name.to_owned())),
-    })
+    let strategy = STRATEGIES
+        .iter()
+        .find(|strategy| strategy.name == name)
+        .ok_or_else(|| UnknownBalancer(name.to_owned()))?;
+    Ok((strategy.build)(specs, seed, options))
 }
 
 /// Counts a request in flight on a node for as long as it lives (decrements on Drop), so counts

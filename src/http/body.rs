@@ -8,8 +8,7 @@
 //! in place, or that more input is needed. The caller reads and hands out.
 
 use super::buffer::InputBuffer;
-use super::parse::ChunkedDecoder;
-use super::Error;
+use super::parse::{ChunkedDecoder, Error};
 
 /// Where a body stands.
 #[derive(Debug)]

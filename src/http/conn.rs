@@ -15,7 +15,7 @@
 
 use super::body::{BodyFraming, Step};
 use super::buffer::InputBuffer;
-use super::parse::{parse_request_head, Status};
+use super::parse::{parse_request_head, Error as ParseError, Status};
 use super::write::{write_response, CONTINUE};
 use super::{
     Error, Framing, Request, Response, Version, BODY_TIMEOUT, HEAD_TIMEOUT, IDLE_TIMEOUT,
@@ -218,7 +218,7 @@ impl Connection {
                         Fill::TimedOut | Fill::Eof | Fill::Failed => return self.finish(),
                     }
                 }
-                Err(error) => return self.fail(handler, error),
+                Err(error) => return self.fail(handler, error.into()),
             };
             self.input.consume(used);
             head_started = None;
@@ -226,7 +226,7 @@ impl Connection {
             let limit = handler.max_body_bytes();
             if let Framing::Length(length) = request.framing {
                 if length > limit {
-                    return self.fail(handler, Error::BodyTooLarge { limit });
+                    return self.fail(handler, ParseError::BodyTooLarge { limit }.into());
                 }
             }
             if request.framing != Framing::Empty
@@ -455,7 +455,8 @@ enum Ending {
 impl<'a> Exchange<'a> {
     fn new(conn: &'a mut Connection, request: &Request, limit: u64) -> Exchange<'a> {
         let body = match request.framing {
-            Framing::Empty => BodyFraming::empty(),
+            // A request is never framed by close (parse gives it none).
+            Framing::Empty | Framing::UntilClose => BodyFraming::empty(),
             Framing::Length(n) => BodyFraming::length(n),
             Framing::Chunked => BodyFraming::chunked(limit),
         };
@@ -504,7 +505,7 @@ impl<'a> Exchange<'a> {
                 Ok(Step::End) => return Some(Piece::End),
                 Ok(Step::NeedMore) => {}
                 Err(error) => {
-                    self.body_error = Some(error);
+                    self.body_error = Some(error.into());
                     return None;
                 }
             }

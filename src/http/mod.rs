@@ -12,8 +12,10 @@
 //! - [`upstream`]: the client side, one connection to a server: request heads
 //!   out, response heads and bodies (streamed piece by piece) back.
 //!
-//! This file holds the shared types: [`Request`], [`Response`] and [`Error`], whose
-//! every variant carries its status code and a sentence a person can act on.
+//! This file holds the shared types: [`Request`] and the [`ResponseHead`] read back,
+//! their [`Framing`], [`Response`] and [`Error`], a refused request: its bytes
+//! ([`parse::Error`], which knows no status codes) or its pace, with the one
+//! status code and sentence a person can act on.
 
 pub mod body;
 pub mod buffer;
@@ -70,15 +72,19 @@ impl Version {
     }
 }
 
-/// How the body of a message is delimited, decided from its head.
+/// How the body of a message is delimited, decided from its head (RFC 9112 §6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
-    /// No body at all.
+    /// No body at all (for a response: also the answer to `HEAD`, or status
+    /// 1xx, 204, 304).
     Empty,
     /// Exactly this many bytes follow the head.
     Length(u64),
     /// `Transfer-Encoding: chunked`.
     Chunked,
+    /// Responses only: neither length nor chunked, so the body ends when the
+    /// server closes. A request framed by neither has no body.
+    UntilClose,
 }
 
 /// One header line. Names keep the client's spelling; compare them with
@@ -133,6 +139,19 @@ impl Request {
     }
 }
 
+/// A parsed response head, as the relay reads it from a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    /// The status line as sent, without its line ending, passed on unchanged.
+    pub status_line: String,
+    pub headers: Vec<Header>,
+    pub framing: Framing,
+    /// The server will close after this response (`Connection: close`, or
+    /// HTTP/1.0 without keep-alive).
+    pub closes: bool,
+}
+
 /// A response to write. `Content-Length` and `Connection` are added by
 /// [`write::write_response`]; handlers set everything else.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +189,12 @@ impl Response {
         Response::json(status, body)
     }
 
+    /// 405 to a method the path does not take, with the `Allow` header naming
+    /// those it does (`"GET, HEAD"`).
+    pub fn method_not_allowed(allow: &'static str) -> Response {
+        Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
+    }
+
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
         self.headers.push((name, value.into()));
         self
@@ -188,84 +213,74 @@ impl Response {
     }
 }
 
-/// Why a request could not be read. Every variant here means the framing of the
-/// connection is lost or untrustworthy, so the connection closes after the answer.
+/// Why a request could not be read: its bytes ([`parse::Error`]) or its
+/// pace. Every variant here means the framing of the connection is lost or
+/// untrustworthy, so the connection closes after the answer. This is the one
+/// place that chooses a refused request's status code and words its sentence,
+/// from the limits' constants.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Error {
-    RequestLine,
-    Method,
-    Target,
-    Version,
-    HeaderName,
-    HeaderValue,
-    ObsFold,
-    HeadTooLarge,
-    TooManyHeaders,
-    ContentLength,
-    ConflictingLength,
-    LengthAndChunked,
-    TransferEncoding,
-    ChunkSize,
-    ChunkEnd,
-    /// The body is over the receiver's limit, in bytes.
-    BodyTooLarge {
-        limit: u64,
-    },
+    /// The bytes are not a request we take.
+    Parse(parse::Error),
     HeadTimeout,
     BodyTimeout,
     /// The body arrived slower than [`MIN_BODY_BYTES_PER_SEC`] allows.
     BodyTooSlow,
-    /// More than one `Host` header (RFC 9112 §3.2).
-    DuplicateHost,
-    /// A response (from a node) whose status line is not HTTP/1.x NNN.
-    StatusLine,
+}
+
+impl From<parse::Error> for Error {
+    fn from(error: parse::Error) -> Self {
+        Error::Parse(error)
+    }
 }
 
 impl Error {
     pub fn status(self) -> u16 {
+        use parse::Error as Bytes;
         match self {
-            Error::Version => 505,
-            Error::HeadTooLarge | Error::TooManyHeaders => 431,
-            Error::BodyTooLarge { .. } => 413,
+            Error::Parse(Bytes::Version) => 505,
+            Error::Parse(Bytes::HeadTooLarge | Bytes::TooManyHeaders) => 431,
+            Error::Parse(Bytes::BodyTooLarge { .. }) => 413,
+            Error::Parse(Bytes::StatusLine) => 502,
+            Error::Parse(_) => 400,
             Error::HeadTimeout | Error::BodyTimeout | Error::BodyTooSlow => 408,
-            Error::StatusLine => 502,
-            _ => 400,
         }
     }
 
     /// One sentence a person typing into `nc` can act on.
     pub fn sentence(self) -> std::borrow::Cow<'static, str> {
+        use parse::Error as Bytes;
         let fixed = match self {
-            Error::RequestLine => {
+            Error::Parse(Bytes::RequestLine) => {
                 "the request line must look like 'GET /bookings HTTP/1.1' (method, target, version, separated by single spaces)"
             }
-            Error::Method => "the method must be a token such as GET or POST",
-            Error::Target => "the request target must be printable ASCII without spaces, like /bookings?limit=5",
-            Error::Version => "only HTTP/1.0 and HTTP/1.1 are supported",
-            Error::HeaderName => {
+            Error::Parse(Bytes::Method) => "the method must be a token such as GET or POST",
+            Error::Parse(Bytes::Target) => "the request target must be printable ASCII without spaces, like /bookings?limit=5",
+            Error::Parse(Bytes::Version) => "only HTTP/1.0 and HTTP/1.1 are supported",
+            Error::Parse(Bytes::HeaderName) => {
                 "a header line must look like 'Name: value', with no space before the colon"
             }
-            Error::HeaderValue => "a header value contains a control character or invalid UTF-8",
-            Error::ObsFold => "header lines may not be continued on a line starting with a space or tab",
-            Error::HeadTooLarge => {
+            Error::Parse(Bytes::HeaderValue) => "a header value contains a control character or invalid UTF-8",
+            Error::Parse(Bytes::ObsFold) => "header lines may not be continued on a line starting with a space or tab",
+            Error::Parse(Bytes::HeadTooLarge) => {
                 return format!(
                     "the request line and headers must fit in {}",
                     human_bytes(MAX_HEAD_BYTES as u64)
                 )
                 .into()
             }
-            Error::TooManyHeaders => {
+            Error::Parse(Bytes::TooManyHeaders) => {
                 return format!("a request may carry at most {MAX_HEADERS} header lines").into()
             }
-            Error::ContentLength => "Content-Length must be a decimal number of bytes",
-            Error::ConflictingLength => "the request carries differing Content-Length values",
-            Error::LengthAndChunked => {
+            Error::Parse(Bytes::ContentLength) => "Content-Length must be a decimal number of bytes",
+            Error::Parse(Bytes::ConflictingLength) => "the request carries differing Content-Length values",
+            Error::Parse(Bytes::LengthAndChunked) => {
                 "a request may not carry both Content-Length and Transfer-Encoding"
             }
-            Error::TransferEncoding => "the only Transfer-Encoding accepted is 'chunked'",
-            Error::ChunkSize => "a chunk must start with its size in hexadecimal on a line of its own",
-            Error::ChunkEnd => "chunk data must be followed by a line break",
-            Error::BodyTooLarge { limit } => {
+            Error::Parse(Bytes::TransferEncoding) => "the only Transfer-Encoding accepted is 'chunked'",
+            Error::Parse(Bytes::ChunkSize) => "a chunk must start with its size in hexadecimal on a line of its own",
+            Error::Parse(Bytes::ChunkEnd) => "chunk data must be followed by a line break",
+            Error::Parse(Bytes::BodyTooLarge { limit }) => {
                 return format!(
                     "the request body must be at most {} ({limit} bytes)",
                     human_bytes(limit)
@@ -295,8 +310,8 @@ impl Error {
                 )
                 .into()
             }
-            Error::DuplicateHost => "a request may carry only one Host header",
-            Error::StatusLine => "the node answered with a malformed status line",
+            Error::Parse(Bytes::DuplicateHost) => "a request may carry only one Host header",
+            Error::Parse(Bytes::StatusLine) => "the node answered with a malformed status line",
         };
         fixed.into()
     }
@@ -420,5 +435,68 @@ pub fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse::Error as Bytes;
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), Some("a b c".into()));
+        assert_eq!(percent_decode("plain"), Some("plain".into()));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+
+    /// The node's route and the relay's routing key both read the id here.
+    #[test]
+    fn the_booking_id_in_a_path_is_percent_decoded() {
+        assert_eq!(booking_id_in_path("/bookings/abc").as_deref(), Some("abc"));
+        assert_eq!(
+            booking_id_in_path("/bookings/a%2D1").as_deref(),
+            Some("a-1")
+        );
+        assert_eq!(booking_id_in_path("/bookings"), None);
+        assert_eq!(booking_id_in_path("/bookings/"), None);
+        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
+        assert_eq!(booking_id_in_path("/health"), None);
+    }
+
+    #[test]
+    fn every_error_has_a_4xx_or_505_status_and_a_sentence() {
+        let all = [
+            Bytes::RequestLine,
+            Bytes::Method,
+            Bytes::Target,
+            Bytes::Version,
+            Bytes::HeaderName,
+            Bytes::HeaderValue,
+            Bytes::ObsFold,
+            Bytes::HeadTooLarge,
+            Bytes::TooManyHeaders,
+            Bytes::ContentLength,
+            Bytes::ConflictingLength,
+            Bytes::LengthAndChunked,
+            Bytes::TransferEncoding,
+            Bytes::ChunkSize,
+            Bytes::ChunkEnd,
+            Bytes::BodyTooLarge { limit: 1 },
+            Bytes::DuplicateHost,
+        ]
+        .map(Error::Parse)
+        .into_iter()
+        .chain([Error::HeadTimeout, Error::BodyTimeout]);
+        for e in all {
+            let status = e.status();
+            assert!((400..500).contains(&status) || status == 505, "{e:?}");
+            assert!(e.sentence().len() > 10);
+            let response = e.response();
+            assert!(response.close);
+            assert!(String::from_utf8_lossy(&response.body).starts_with("{\"error\":\""));
+        }
     }
 }

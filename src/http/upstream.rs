@@ -17,10 +17,8 @@
 
 use super::body::{BodyFraming, Step};
 use super::buffer::InputBuffer;
-use super::parse::{
-    parse_response_head, ResponseFraming, ResponseHead, Status, MAX_RESPONSE_HEAD_BYTES,
-};
-use super::{human_bytes, Error};
+use super::parse::{parse_response_head, Error, Status, MAX_RESPONSE_HEAD_BYTES};
+use super::{human_bytes, Framing, ResponseHead};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -166,7 +164,10 @@ pub fn response_error_sentence(error: Error) -> String {
             "the response carries both Content-Length and Transfer-Encoding".into()
         }
         Error::ChunkSize | Error::ChunkEnd => "the response's chunked body is malformed".into(),
-        other => format!("the response is malformed ({})", other.sentence()),
+        other => format!(
+            "the response is malformed ({})",
+            super::Error::from(other).sentence()
+        ),
     }
 }
 
@@ -355,12 +356,12 @@ pub struct BodyReader {
 impl BodyReader {
     /// A reader for the body that `framing` announces; `silence` bounds the
     /// wait for each piece.
-    pub fn new(framing: ResponseFraming, silence: Duration) -> BodyReader {
+    pub fn new(framing: Framing, silence: Duration) -> BodyReader {
         let framing = match framing {
-            ResponseFraming::Empty => BodyFraming::empty(),
-            ResponseFraming::Length(n) => BodyFraming::length(n),
-            ResponseFraming::Chunked => BodyFraming::chunked(u64::MAX),
-            ResponseFraming::UntilClose => BodyFraming::until_close(),
+            Framing::Empty => BodyFraming::empty(),
+            Framing::Length(n) => BodyFraming::length(n),
+            Framing::Chunked => BodyFraming::chunked(u64::MAX),
+            Framing::UntilClose => BodyFraming::until_close(),
         };
         BodyReader { framing, silence }
     }

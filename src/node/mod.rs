@@ -1,6 +1,9 @@
 //! A node: an HTTP server for the booking API with its own LRU cache over the
 //! shared SQLite database. It runs as a thread set inside the relay process or
-//! alone as `bookrelay node`; it knows nothing of the relay.
+//! alone as `bookrelay node`; it knows nothing of the relay. [`bind`] and
+//! [`start_node`] start one; [`routes`] translates HTTP to its booking
+//! operations ([`Node::list`], [`Node::create`], [`Node::read_booking`],
+//! [`Node::update`], [`Node::delete`]), which own its store and cache.
 //!
 //! **One thread per connection** ([`crate::http::server`] says why), each
 //! with a [`CONNECTION_STACK_BYTES`] stack: a thread waiting for its write's
@@ -26,12 +29,13 @@
 
 pub mod routes;
 
+use crate::booking::Booking;
 use crate::cache::{Cache, Lookup};
 use crate::http::conn::Handler;
 use crate::http::server::{Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
 use crate::json;
-use crate::store::{self, ChangeFeed, Changes, Store};
+use crate::store::{self, ChangeFeed, Changes, Created, Store};
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -53,6 +57,43 @@ pub struct NodeConfig {
     pub cache_ttl: Option<Duration>,
     /// Simulated extra service time per booking request (a slow node).
     pub delay: Duration,
+}
+
+/// Why a node could not start (its port, its database): one sentence for
+/// the terminal or the relay's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Binds `addr`, explaining the usual failures in words.
+pub fn bind(addr: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).map_err(|error| {
+        let why = match error.kind() {
+            io::ErrorKind::AddrInUse => {
+                "the address is already in use (is another bookrelay running?)".to_string()
+            }
+            io::ErrorKind::PermissionDenied => {
+                "permission denied (ports below 1024 need root)".to_string()
+            }
+            _ => error.to_string(),
+        };
+        StartError(format!("cannot listen on {addr}: {why}"))
+    })
+}
+
+/// Starts one node server on `listener`.
+pub fn start_node(config: &NodeConfig, listener: TcpListener) -> Result<NodeServer, StartError> {
+    let node = Node::open(config)
+        .map_err(|e| StartError(format!("cannot open database {}: {e}", config.db.display())))?;
+    NodeServer::start(Arc::new(node), listener)
+        .map_err(|e| StartError(format!("cannot start node {}: {e}", config.name)))
 }
 
 /// A node's state, shared by all its connection threads.
@@ -179,11 +220,6 @@ impl Node {
         self.failing.load(Ordering::SeqCst)
     }
 
-    /// For reads. Writes go through [`Node::write`], or a kill could not stop them.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn cache(&self) -> &Cache {
         &self.cache
     }
@@ -198,6 +234,43 @@ impl Node {
     /// working on a request, rather than after a guessed sleep.
     pub fn requests_in_progress(&self) -> u64 {
         self.in_progress.load(Ordering::SeqCst)
+    }
+
+    // The booking operations: the only way to the store, and the one place
+    // that keeps this node's cache coherent with its own writes. Each write
+    // is `None` if the node was killed (see `write`).
+
+    /// Up to `limit` bookings in id order, after the id `after`.
+    pub fn list(&self, after: Option<&str>, limit: usize) -> Result<Vec<Booking>, store::Error> {
+        self.store.list(after, limit)
+    }
+
+    /// Commits a new booking (under `key`, an `Idempotency-Key` and the body
+    /// it came with: a repeat is replayed), then drops its id from the cache.
+    pub fn create(
+        &self,
+        booking: &Booking,
+        key: Option<(&str, &[u8])>,
+    ) -> Option<Result<Created, store::Error>> {
+        let result = self.write(|store| store.create(booking, key))?;
+        if let Ok(Created::New(_)) = &result {
+            self.cache.invalidate(&booking.booking_id);
+        }
+        Some(result)
+    }
+
+    /// Commits `patch` to booking `id`, then drops the id from the cache.
+    pub fn update(&self, id: &str, patch: &json::Value) -> Option<Result<Booking, store::Error>> {
+        let result = self.write(|store| store.update(id, |current| current.patched(patch)))?;
+        self.cache.invalidate(id);
+        Some(result)
+    }
+
+    /// Deletes booking `id`, then drops it from the cache.
+    pub fn delete(&self, id: &str) -> Option<Result<(), store::Error>> {
+        let result = self.write(|store| store.delete(id))?;
+        self.cache.invalidate(id);
+        Some(result)
     }
 
     /// One booking's JSON, and whether it came from the cache.
@@ -239,7 +312,7 @@ impl Node {
     ///
     /// `None` if killed, and only once the kill has cut the connections, so
     /// whatever the caller then answers reaches no client.
-    pub fn write<T>(&self, write: impl FnOnce(&Store) -> T) -> Option<T> {
+    fn write<T>(&self, write: impl FnOnce(&Store) -> T) -> Option<T> {
         let written = self.liveness.while_alive(|| write(&self.store));
         if written.is_none() {
             self.liveness.wait_dead();
@@ -261,23 +334,18 @@ impl Node {
     pub fn stats_json(&self) -> String {
         let stats = self.cache.stats();
         let writes = self.store.write_stats();
-        let mut body = String::from("{\"node\":");
-        json::write_str(&mut body, &self.name);
-        body.push_str(&format!(
-            ",\"requests\":{},\"cache_hits\":{},\"cache_misses\":{},\"cache_entries\":{},\
-             \"cache_evictions\":{},\"cache_invalidations\":{},\
-             \"writes\":{},\"commits\":{},\"largest_batch\":{}}}",
-            self.requests(),
-            stats.hits,
-            stats.misses,
-            stats.entries,
-            stats.evictions,
-            stats.invalidations,
-            writes.writes,
-            writes.commits,
-            writes.largest_batch
-        ));
-        body
+        json::Object::new()
+            .str("node", &self.name)
+            .uint("requests", self.requests())
+            .uint("cache_hits", stats.hits)
+            .uint("cache_misses", stats.misses)
+            .uint("cache_entries", stats.entries)
+            .uint("cache_evictions", stats.evictions)
+            .uint("cache_invalidations", stats.invalidations)
+            .uint("writes", writes.writes)
+            .uint("commits", writes.commits)
+            .uint("largest_batch", writes.largest_batch)
+            .finish()
     }
 }
 

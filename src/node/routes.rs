@@ -5,12 +5,12 @@
 //! head alone: [`resolve`] decides the route (404, 405) and [`check_content_type`]
 //! the media type (415) without the body; [`handle`] then does the work.
 //!
-//! Reads of one booking go cache first ([`Node::read_booking`]); every write goes
-//! to SQLite, is committed, and only then drops the id from this node's cache
-//! and answers 2xx. Other nodes learn of it through the store's change log.
-//!
-//! Every write reaches the store through [`Node::write`], never
-//! [`Node::store`], so that a killed node commits nothing more.
+//! This file only translates HTTP to the node's booking operations and back:
+//! [`Node::list`], [`Node::create`], [`Node::read_booking`] (cache first),
+//! [`Node::update`] and [`Node::delete`]. Those own the store and the cache:
+//! a write is committed, and only then is the id dropped from this node's
+//! cache and the 2xx answered; other nodes learn of it through the store's
+//! change log; a killed node commits nothing more.
 
 use super::Node;
 use crate::booking::{is_valid_id, Booking};
@@ -45,12 +45,12 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Response> {
     let read = matches!(method, "GET" | "HEAD");
     match path {
         "/health" if read => Ok(Route::Health),
-        "/health" => Err(method_not_allowed("GET, HEAD")),
+        "/health" => Err(Response::method_not_allowed("GET, HEAD")),
         "/stats" if read => Ok(Route::Stats),
-        "/stats" => Err(method_not_allowed("GET, HEAD")),
+        "/stats" => Err(Response::method_not_allowed("GET, HEAD")),
         "/bookings" if read => Ok(Route::List),
         "/bookings" if method == "POST" => Ok(Route::Create),
-        "/bookings" => Err(method_not_allowed("GET, HEAD, POST")),
+        "/bookings" => Err(Response::method_not_allowed("GET, HEAD, POST")),
         _ => {
             let Some(id) = booking_id_in_path(path).map(|id| id.into_owned()) else {
                 return Err(not_found_path(path));
@@ -59,7 +59,7 @@ pub fn resolve(method: &str, path: &str) -> Result<Route, Response> {
                 "GET" | "HEAD" => Ok(Route::Read(id)),
                 "PATCH" => Ok(Route::Update(id)),
                 "DELETE" => Ok(Route::Delete(id)),
-                _ => Err(method_not_allowed("GET, HEAD, PATCH, DELETE")),
+                _ => Err(Response::method_not_allowed("GET, HEAD, PATCH, DELETE")),
             }
         }
     }
@@ -128,9 +128,10 @@ pub fn handle(node: &Node, request: &Request) -> Response {
 }
 
 fn health(node: &Node) -> Response {
-    let mut body = String::from("{\"node\":");
-    json::write_str(&mut body, node.name());
-    body.push_str(",\"status\":\"ok\"}");
+    let body = json::Object::new()
+        .str("node", node.name())
+        .str("status", "ok")
+        .finish();
     Response::json(200, body)
 }
 
@@ -162,24 +163,18 @@ fn list(node: &Node, query: &str) -> Response {
             _ => {}
         }
     }
-    let items = match node.store().list(after.as_deref(), limit) {
+    let items = match node.list(after.as_deref(), limit) {
         Ok(items) => items,
         Err(error) => return store_error(&error),
     };
-    let mut body = String::with_capacity(64 + items.len() * 600);
-    body.push_str("{\"items\":[");
-    for (i, booking) in items.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        booking.write_json(&mut body);
-    }
-    body.push_str("],\"next_after\":");
-    match items.last() {
-        Some(last) if items.len() == limit => json::write_str(&mut body, &last.booking_id),
-        _ => body.push_str("null"),
-    }
-    body.push('}');
+    let next_after = match items.last() {
+        Some(last) if items.len() == limit => Some(last.booking_id.as_str()),
+        _ => None,
+    };
+    let body = json::Object::new()
+        .raw("items", &json::array(items.iter().map(Booking::to_json)))
+        .opt_str("next_after", next_after)
+        .finish();
     Response::json(200, body)
 }
 
@@ -202,16 +197,11 @@ fn create(node: &Node, request: &Request) -> Response {
         Ok(booking) => booking,
         Err(invalid) => return Response::error(400, &invalid.0),
     };
-    let Some(result) =
-        node.write(|store| store.create(&booking, key.map(|k| (k, request.body.as_slice()))))
-    else {
+    let Some(result) = node.create(&booking, key.map(|k| (k, request.body.as_slice()))) else {
         return killed(node);
     };
     match result {
-        Ok(Created::New(json)) => {
-            node.cache().invalidate(&booking.booking_id);
-            created(201, json, &booking.booking_id)
-        }
+        Ok(Created::New(json)) => created(201, json, &booking.booking_id),
         Ok(Created::Replayed {
             status,
             body,
@@ -245,11 +235,9 @@ fn update(node: &Node, id: &str, body: &[u8]) -> Response {
         Ok(value) => value,
         Err(response) => return response,
     };
-    let Some(result) = node.write(|store| store.update(id, |current| current.patched(&patch)))
-    else {
+    let Some(result) = node.update(id, &patch) else {
         return killed(node);
     };
-    node.cache().invalidate(id);
     match result {
         Ok(updated) => Response::json(200, updated.to_json()),
         Err(error) => store_error(&error),
@@ -260,10 +248,9 @@ fn delete(node: &Node, id: &str) -> Response {
     if !is_valid_id(id) {
         return not_found_booking(id);
     }
-    let Some(result) = node.write(|store| store.delete(id)) else {
+    let Some(result) = node.delete(id) else {
         return killed(node);
     };
-    node.cache().invalidate(id);
     match result {
         Ok(()) => Response::new(204),
         Err(error) => store_error(&error),
@@ -324,10 +311,6 @@ fn not_found_path(path: &str) -> Response {
     )
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,19 +359,5 @@ mod tests {
             assert_eq!(response.status, 405);
             assert_eq!(response.header("allow"), Some(allow));
         }
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%20b+c"), Some("a b c".into()));
-        assert_eq!(percent_decode("plain"), Some("plain".into()));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(
-            booking_id_in_path("/bookings/a%2D1").as_deref(),
-            Some("a-1")
-        );
-        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
     }
 }

@@ -16,9 +16,11 @@
 
 use super::backend::{Topology, LATENCY_BUCKETS, RESPONSE_CLASSES};
 use super::control::{NodeInfo, Refusal};
+use super::events::utc_timestamp;
 use super::events::Event;
 use super::queue::QueueStats;
-use super::{utc_timestamp, Relay};
+use super::state::Relay;
+use crate::balancer::MAX_WEIGHT;
 use crate::http::server::ServerCounters;
 use crate::http::{Request, Response};
 use crate::json::{self, Value};
@@ -43,7 +45,7 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         ("GET" | "HEAD", []) if path.ends_with('/') => Response::new(200)
             .with_header("Content-Type", "text/html; charset=utf-8")
             .with_header("Cache-Control", "no-store")
-            .with_body(crate::dashboard::PAGE.as_bytes().to_vec()),
+            .with_body(crate::dashboard::page().as_bytes().to_vec()),
         // The dashboard's relative links need the trailing slash.
         ("GET" | "HEAD", []) => Response::new(301).with_header("Location", "/_relay/"),
         ("GET" | "HEAD", ["status"]) => Response::json(
@@ -78,11 +80,11 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
         ("POST", ["nodes", name, "heal"]) => {
             node_answer(relay.set_node_failing(name, false), "running")
         }
-        (_, ["status"] | ["metrics"] | ["events"]) => method_not_allowed("GET, HEAD"),
-        (_, ["balancer"]) => method_not_allowed("GET, HEAD, PUT"),
-        (_, ["nodes"]) => method_not_allowed("POST"),
-        (_, ["nodes", _]) => method_not_allowed("DELETE"),
-        (_, ["nodes", _, "kill" | "revive" | "fail" | "heal"]) => method_not_allowed("POST"),
+        (_, ["status"] | ["metrics"] | ["events"]) => Response::method_not_allowed("GET, HEAD"),
+        (_, ["balancer"]) => Response::method_not_allowed("GET, HEAD, PUT"),
+        (_, ["nodes"]) => Response::method_not_allowed("POST"),
+        (_, ["nodes", _]) => Response::method_not_allowed("DELETE"),
+        (_, ["nodes", _, "kill" | "revive" | "fail" | "heal"]) => Response::method_not_allowed("POST"),
         _ => Response::error(
             404,
             &format!(
@@ -95,7 +97,7 @@ pub fn handle(relay: &Relay, request: &Request, peer: SocketAddr) -> Response {
 
 /// The admin rule of SPEC §1 (`--admin-token`); see the module docs.
 fn authorize(relay: &Relay, request: &Request, peer: SocketAddr) -> Result<(), Response> {
-    match &relay.config().admin_token {
+    match &relay.settings().admin_token {
         Some(token) => match request.header("authorization").and_then(bearer_token) {
             Some(given) if same_secret(given.as_bytes(), token.as_bytes()) => Ok(()),
             _ => Err(Response::error(
@@ -255,10 +257,6 @@ fn refused(refusal: Refusal) -> Response {
     Response::error(refusal.status, &refusal.sentence)
 }
 
-fn method_not_allowed(allow: &'static str) -> Response {
-    Response::error(405, &format!("this path accepts only {allow}")).with_header("Allow", allow)
-}
-
 fn node_answer(result: Result<NodeInfo, Refusal>, state: &str) -> Response {
     match result {
         Ok(info) => Response::json(200, node_json(&info, Some(state))),
@@ -267,16 +265,14 @@ fn node_answer(result: Result<NodeInfo, Refusal>, state: &str) -> Response {
 }
 
 fn node_json(info: &NodeInfo, state: Option<&str>) -> String {
-    let mut out = String::from("{\"name\":");
-    json::write_str(&mut out, &info.name);
-    out.push_str(",\"addr\":");
-    json::write_str(&mut out, &info.addr);
-    if let Some(state) = state {
-        out.push_str(",\"state\":");
-        json::write_str(&mut out, state);
+    let object = json::Object::new()
+        .str("name", &info.name)
+        .str("addr", &info.addr);
+    match state {
+        Some(state) => object.str("state", state),
+        None => object,
     }
-    out.push('}');
-    out
+    .finish()
 }
 
 /// A JSON object body, or the 400 to answer. An empty body is `{}`.
@@ -309,7 +305,12 @@ fn add_node(relay: &Relay, body: &[u8]) -> Response {
         None => 1,
         Some(value) => match as_weight(value) {
             Some(weight) => weight,
-            None => return Response::error(400, "weight must be a whole number from 0 to 1000"),
+            None => {
+                return Response::error(
+                    400,
+                    &format!("weight must be a whole number from 0 to {MAX_WEIGHT}"),
+                )
+            }
         },
     };
     match relay.add_node(weight) {
@@ -342,7 +343,7 @@ fn switch_balancer(relay: &Relay, body: &[u8]) -> Response {
             _ => {
                 return Response::error(
                     400,
-                    "weights must be an array of whole numbers from 0 to 1000",
+                    &format!("weights must be an array of whole numbers from 0 to {MAX_WEIGHT}"),
                 )
             }
         },
@@ -379,42 +380,27 @@ fn after_param(query: Option<&str>) -> Result<u64, String> {
 
 /// `{"events":[{"seq":N,"time":RFC3339,"kind":K,"node":NAME|null,"detail":S}…]}`.
 pub fn events_json(events: &[Event]) -> String {
-    let mut out = String::with_capacity(32 + events.len() * 160);
-    out.push_str("{\"events\":[");
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{{\"seq\":{},\"time\":", event.seq);
-        json::write_str(&mut out, &utc_timestamp(event.time));
-        out.push_str(",\"kind\":");
-        json::write_str(&mut out, event.kind.as_str());
-        out.push_str(",\"node\":");
-        match &event.node {
-            Some(node) => json::write_str(&mut out, node),
-            None => out.push_str("null"),
-        }
-        out.push_str(",\"detail\":");
-        json::write_str(&mut out, &event.detail);
-        out.push('}');
-    }
-    out.push_str("]}");
-    out
+    let events = events.iter().map(|event| {
+        json::Object::new()
+            .uint("seq", event.seq)
+            .str("time", &utc_timestamp(event.time))
+            .str("kind", event.kind.as_str())
+            .opt_str("node", event.node.as_deref())
+            .str("detail", &event.detail)
+            .finish()
+    });
+    json::Object::new()
+        .raw("events", &json::array(events))
+        .finish()
 }
 
 /// `{"balancer":NAME,"weights":[…]}`.
 pub fn balancer_json(topology: &Topology) -> String {
-    let mut out = String::from("{\"balancer\":");
-    json::write_str(&mut out, topology.balancer.name());
-    out.push_str(",\"weights\":[");
-    for (i, weight) in topology.weights.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{weight}");
-    }
-    out.push_str("]}");
-    out
+    let weights = topology.weights.iter().map(u32::to_string);
+    json::Object::new()
+        .str("balancer", topology.balancer.name())
+        .raw("weights", &json::array(weights))
+        .finish()
 }
 
 /// A finite number as JSON with at most three decimals (`2`, `0.55`).
@@ -428,6 +414,56 @@ fn json_number(value: f64) -> String {
     }
 }
 
+/// One node's figures, read once for one status document or one metrics page.
+struct Figures {
+    name: String,
+    addr: String,
+    spawned: bool,
+    healthy: bool,
+    weight: u32,
+    effective_weight: f64,
+    in_flight: u64,
+    requests: u64,
+    failures: u64,
+    /// Cache hits and misses; `None` when not known.
+    cache: Option<(u64, u64)>,
+    connections_opened: u64,
+    retries: u64,
+    ejected: bool,
+    ejections: u32,
+    responses: [u64; 4],
+    latency: ([u64; LATENCY_BUCKETS.len() + 1], f64, u64),
+}
+
+/// Every node's [`Figures`], in the topology's order.
+fn figures(topology: &Topology) -> Vec<Figures> {
+    let effective = topology.effective_weights(Instant::now());
+    topology
+        .backends
+        .iter()
+        .zip(&topology.weights)
+        .zip(effective)
+        .map(|((backend, &weight), effective_weight)| Figures {
+            name: backend.name(),
+            addr: backend.addr.to_string(),
+            spawned: backend.is_spawned(),
+            healthy: backend.state().healthy,
+            weight,
+            effective_weight,
+            in_flight: backend.in_flight.load(Ordering::Relaxed),
+            requests: backend.requests.load(Ordering::Relaxed),
+            failures: backend.failures.load(Ordering::Relaxed),
+            cache: backend.cache_figures(),
+            connections_opened: backend.pool.opened(),
+            retries: backend.retries.load(Ordering::Relaxed),
+            ejected: backend.outlier.is_ejected(),
+            ejections: backend.outlier.ejections(),
+            responses: backend.responses(),
+            latency: backend.latency.snapshot(),
+        })
+        .collect()
+}
+
 /// `{"balancer":NAME,"nodes":[{…}…]}` as SPEC §5 lists, plus
 /// `effective_weight` (the weight scaled by the `--slow-start` ramp),
 /// `connections_opened` (connections the relay ever opened to the node),
@@ -436,58 +472,44 @@ fn json_number(value: f64) -> String {
 /// `healthy` still says what its checks say), `ejections` (times ejected)
 /// and `responses` (the clients' answers by status class).
 pub fn status_json(topology: &Topology, queue: QueueStats) -> String {
-    let mut out = String::with_capacity(256 + topology.backends.len() * 256);
-    out.push_str("{\"balancer\":");
-    json::write_str(&mut out, topology.balancer.name());
-    out.push_str(",\"nodes\":[");
-    let effective = topology.effective_weights(Instant::now());
-    for (i, (backend, weight)) in topology.backends.iter().zip(&topology.weights).enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"name\":");
-        json::write_str(&mut out, &backend.name());
-        out.push_str(",\"addr\":");
-        json::write_str(&mut out, &backend.addr.to_string());
-        let kind = if backend.is_thread() {
-            "thread"
-        } else {
-            "external"
-        };
-        let (hits, misses) = match backend.cache_figures() {
-            Some((hits, misses)) => (hits.to_string(), misses.to_string()),
-            None => ("null".to_string(), "null".to_string()),
-        };
-        let _ = write!(
-            out,
-            ",\"kind\":\"{kind}\",\"healthy\":{},\"weight\":{weight},\"effective_weight\":{},\"in_flight\":{},\"requests\":{},\
-             \"failures\":{},\"cache_hits\":{hits},\"cache_misses\":{misses},\"connections_opened\":{},\
-             \"retries\":{},\"ejected\":{},\"ejections\":{},\"responses\":{{",
-            backend.state().healthy,
-            json_number(effective[i]),
-            backend.in_flight.load(Ordering::Relaxed),
-            backend.requests.load(Ordering::Relaxed),
-            backend.failures.load(Ordering::Relaxed),
-            backend.pool.opened(),
-            backend.retries.load(Ordering::Relaxed),
-            backend.outlier.is_ejected(),
-            backend.outlier.ejections(),
-        );
-        for (j, (class, count)) in RESPONSE_CLASSES.iter().zip(backend.responses()).enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "\"{class}\":{count}");
-        }
-        out.push_str("}}");
-    }
-    let cap = queue.cap.map_or("null".to_string(), |c| c.to_string());
-    let _ = write!(
-        out,
-        "],\"queue\":{{\"cap\":{cap},\"waiting\":{},\"waited\":{},\"timeouts\":{}}}}}",
-        queue.waiting, queue.waited, queue.timeouts
-    );
-    out
+    let nodes = figures(topology).into_iter().map(|node| {
+        let responses = RESPONSE_CLASSES
+            .iter()
+            .zip(node.responses)
+            .fold(json::Object::new(), |object, (class, count)| {
+                object.uint(class, count)
+            })
+            .finish();
+        json::Object::new()
+            .str("name", &node.name)
+            .str("addr", &node.addr)
+            .str("kind", if node.spawned { "thread" } else { "external" })
+            .bool("healthy", node.healthy)
+            .uint("weight", u64::from(node.weight))
+            .raw("effective_weight", &json_number(node.effective_weight))
+            .uint("in_flight", node.in_flight)
+            .uint("requests", node.requests)
+            .uint("failures", node.failures)
+            .opt_uint("cache_hits", node.cache.map(|(hits, _)| hits))
+            .opt_uint("cache_misses", node.cache.map(|(_, misses)| misses))
+            .uint("connections_opened", node.connections_opened)
+            .uint("retries", node.retries)
+            .bool("ejected", node.ejected)
+            .uint("ejections", u64::from(node.ejections))
+            .raw("responses", &responses)
+            .finish()
+    });
+    let queue = json::Object::new()
+        .opt_uint("cap", queue.cap)
+        .uint("waiting", queue.waiting as u64)
+        .uint("waited", queue.waited)
+        .uint("timeouts", queue.timeouts)
+        .finish();
+    json::Object::new()
+        .str("balancer", topology.balancer.name())
+        .raw("nodes", &json::array(nodes))
+        .raw("queue", &queue)
+        .finish()
 }
 
 /// The line of requests waiting for a slot (`--max-conns-per-node`), for Prometheus.
@@ -526,79 +548,79 @@ pub fn metrics_text(topology: &Topology) -> String {
         name: &'static str,
         kind: &'static str,
         help: &'static str,
+        /// The node's value; `None`: not known, no line.
+        value: fn(&Figures) -> Option<u64>,
     }
     let metrics = [
         Metric {
             name: "bookrelay_node_requests_total",
             kind: "counter",
             help: "Client requests forwarded to the node.",
+            value: |node| Some(node.requests),
         },
         Metric {
             name: "bookrelay_node_failures_total",
             kind: "counter",
             help:
                 "Forwarded requests that failed at the node (connect, reset, timeout, bad answer).",
+            value: |node| Some(node.failures),
         },
         Metric {
             name: "bookrelay_node_in_flight",
             kind: "gauge",
             help: "Requests being served by the node right now.",
+            value: |node| Some(node.in_flight),
         },
         Metric {
             name: "bookrelay_node_healthy",
             kind: "gauge",
             help: "1 if the node receives traffic, 0 if it is marked down.",
+            value: |node| Some(u64::from(node.healthy)),
         },
         Metric {
             name: "bookrelay_node_weight",
             kind: "gauge",
             help: "The node's balancer weight.",
+            value: |node| Some(u64::from(node.weight)),
         },
         Metric {
             name: "bookrelay_node_retries_total",
             kind: "counter",
             help: "Requests that failed at the node and were sent to another node.",
+            value: |node| Some(node.retries),
         },
         Metric {
             name: "bookrelay_node_connections_opened_total",
             kind: "counter",
             help: "Connections the relay opened to the node.",
+            value: |node| Some(node.connections_opened),
         },
         Metric {
             name: "bookrelay_node_cache_hits_total",
             kind: "counter",
             help: "Cache hits reported by the node.",
+            value: |node| node.cache.map(|(hits, _)| hits),
         },
         Metric {
             name: "bookrelay_node_cache_misses_total",
             kind: "counter",
             help: "Cache misses reported by the node.",
+            value: |node| node.cache.map(|(_, misses)| misses),
         },
     ];
+    let nodes = figures(topology);
     let mut out = String::new();
     for metric in &metrics {
         let _ = writeln!(out, "# HELP {} {}", metric.name, metric.help);
         let _ = writeln!(out, "# TYPE {} {}", metric.name, metric.kind);
-        for (backend, weight) in topology.backends.iter().zip(&topology.weights) {
-            let cache = backend.cache_figures();
-            let value = match metric.name {
-                "bookrelay_node_requests_total" => Some(backend.requests.load(Ordering::Relaxed)),
-                "bookrelay_node_failures_total" => Some(backend.failures.load(Ordering::Relaxed)),
-                "bookrelay_node_retries_total" => Some(backend.retries.load(Ordering::Relaxed)),
-                "bookrelay_node_in_flight" => Some(backend.in_flight.load(Ordering::Relaxed)),
-                "bookrelay_node_healthy" => Some(u64::from(backend.state().healthy)),
-                "bookrelay_node_weight" => Some(u64::from(*weight)),
-                "bookrelay_node_connections_opened_total" => Some(backend.pool.opened()),
-                "bookrelay_node_cache_hits_total" => cache.map(|(hits, _)| hits),
-                _ => cache.map(|(_, misses)| misses),
-            };
-            if let Some(value) = value {
+        for node in &nodes {
+            if let Some(value) = (metric.value)(node) {
                 let _ = writeln!(
                     out,
                     "{}{{node=\"{}\",addr=\"{}\"}} {value}",
                     metric.name,
-                    escape_label(&backend.name()),
-                    backend.addr
+                    escape_label(&node.name),
+                    node.addr
                 );
             }
         }
@@ -609,13 +631,13 @@ pub fn metrics_text(topology: &Topology) -> String {
         "# HELP {name} Answers clients got for requests forwarded to the node, by status class (the relay's own 502 and 504 for the node included)."
     );
     let _ = writeln!(out, "# TYPE {name} counter");
-    for backend in &topology.backends {
-        let node = escape_label(&backend.name());
-        for (class, count) in RESPONSE_CLASSES.iter().zip(backend.responses()) {
+    for node in &nodes {
+        let label = escape_label(&node.name);
+        for (class, count) in RESPONSE_CLASSES.iter().zip(node.responses) {
             let _ = writeln!(
                 out,
-                "{name}{{node=\"{node}\",addr=\"{}\",class=\"{class}\"}} {count}",
-                backend.addr
+                "{name}{{node=\"{label}\",addr=\"{}\",class=\"{class}\"}} {count}",
+                node.addr
             );
         }
     }
@@ -625,13 +647,13 @@ pub fn metrics_text(topology: &Topology) -> String {
         "# HELP {name} Time from sending a request to the node to the end of its answer."
     );
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for backend in &topology.backends {
+    for node in &nodes {
         let labels = format!(
             "node=\"{}\",addr=\"{}\"",
-            escape_label(&backend.name()),
-            backend.addr
+            escape_label(&node.name),
+            node.addr
         );
-        let (buckets, sum, count) = backend.latency.snapshot();
+        let (buckets, sum, count) = node.latency;
         for (bound, cumulative) in LATENCY_BUCKETS.iter().zip(buckets) {
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
         }

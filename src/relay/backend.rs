@@ -10,23 +10,20 @@
 use super::health::{CheckReport, Health, HealthState};
 use super::outlier::Outlier;
 use super::pool::Pool;
+use super::spawned::SpawnedNode;
 use crate::balancer::slow_start::SlowStart;
 use crate::balancer::{self, Balancer, NodeSpec, NodeState, UnknownBalancer};
-use crate::node::NodeServer;
 use crate::rand::AtomicRng;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How the relay runs a node.
 pub enum Kind {
-    /// A node thread the relay spawned (and can kill and revive), with the
-    /// extra service time it was started with, which a revive keeps.
-    Thread {
-        server: Mutex<Option<NodeServer>>,
-        delay: Duration,
-    },
+    /// A node the relay started (a thread of this process), which it can
+    /// kill, revive and make sick.
+    Spawned(Box<dyn SpawnedNode>),
     /// Any HTTP server given with `--backend`.
     External,
 }
@@ -66,7 +63,7 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(name: String, addr: SocketAddr, kind: Kind, initial: HealthState) -> Backend {
-        let kind_is_thread = matches!(kind, Kind::Thread { .. });
+        let spawned = matches!(kind, Kind::Spawned(_));
         Backend {
             name: RwLock::new(name),
             addr,
@@ -81,7 +78,7 @@ impl Backend {
             latency: Histogram::default(),
             pool: Pool::new(),
             remote_cache: Mutex::new(None),
-            named: AtomicBool::new(kind_is_thread),
+            named: AtomicBool::new(spawned),
             retired: AtomicBool::new(false),
             slow_start: Mutex::new(SlowStart::default()),
         }
@@ -91,33 +88,23 @@ impl Backend {
         self.name.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub fn is_thread(&self) -> bool {
-        matches!(self.kind, Kind::Thread { .. })
+    pub fn is_spawned(&self) -> bool {
+        matches!(self.kind, Kind::Spawned(_))
     }
 
-    /// The extra service time of a spawned node; `None` for an external one.
-    pub fn node_delay(&self) -> Option<Duration> {
+    /// What the relay can do to it, if it started it; `None` for an external backend.
+    pub fn spawned(&self) -> Option<&dyn SpawnedNode> {
         match &self.kind {
-            Kind::Thread { delay, .. } => Some(*delay),
+            Kind::Spawned(node) => Some(node.as_ref()),
             Kind::External => None,
         }
     }
 
-    pub fn server(&self) -> Option<MutexGuard<'_, Option<NodeServer>>> {
-        match &self.kind {
-            Kind::Thread { server, .. } => Some(server.lock().unwrap_or_else(|e| e.into_inner())),
-            Kind::External => None,
-        }
-    }
-
-    /// Cache hits and misses: read directly from a node thread, or as last
-    /// reported by an external backend's `/stats`.
+    /// Cache hits and misses: asked of a spawned node, or as last reported
+    /// by an external backend's `/stats`.
     pub fn cache_figures(&self) -> Option<(u64, u64)> {
-        if let Some(server) = self.server() {
-            return server.as_ref().map(|s| {
-                let stats = s.node().cache().stats();
-                (stats.hits, stats.misses)
-            });
+        if let Some(node) = self.spawned() {
+            return node.cache_figures();
         }
         *self.remote_cache.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -129,7 +116,7 @@ impl Backend {
         let Some(name) = &report.name else {
             return;
         };
-        if self.is_thread() || self.named.swap(true, Ordering::SeqCst) {
+        if self.is_spawned() || self.named.swap(true, Ordering::SeqCst) {
             return;
         }
         *self.name.write().unwrap_or_else(|e| e.into_inner()) = name.clone();

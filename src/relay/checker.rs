@@ -114,7 +114,7 @@ fn active_check(
         Err(why) => return Some(Err(why)),
     };
     backend.learn(&report);
-    if !backend.is_thread() && backend.is_named() && Instant::now() >= *next_stats {
+    if !backend.is_spawned() && backend.is_named() && Instant::now() >= *next_stats {
         *next_stats = Instant::now() + STATS_INTERVAL;
         backend.set_remote_cache(health::fetch_cache_stats(backend.addr));
     }

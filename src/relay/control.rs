@@ -24,14 +24,16 @@ use super::backend::{Backend, Kind, Topology};
 use super::checker::{spawn_checker, CheckerSettings};
 use super::events::EventKind;
 use super::health::HealthState;
-use super::Relay;
-use crate::cli::{MAX_NODES, MAX_WEIGHT};
-use crate::launch;
-use crate::node::NodeConfig;
+use super::state::Relay;
+use crate::balancer::MAX_WEIGHT;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// Most nodes one relay runs, spawned (`--nodes`) and external (`--backend`)
+/// together, at start and after `POST /_relay/nodes`.
+pub const MAX_NODES: usize = 64;
 
 /// Longest a remove waits for its node's requests to finish before stopping it anyway.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,20 +90,21 @@ impl Relay {
     pub fn kill_node(&self, name: &str) -> Result<NodeInfo, Refusal> {
         let _changing = self.lock_changes();
         let backend = self.find(name)?;
-        let Some(mut server) = backend.server() else {
+        let Some(node) = backend.spawned() else {
             return Err(refuse(
                 409,
                 format!("'{name}' is an external backend; only spawned nodes can be killed"),
             ));
         };
-        let Some(mut running) = server.take() else {
+        if !node.is_running() {
             return Err(refuse(
                 409,
                 format!("node '{name}' is not running; revive it first"),
             ));
-        };
-        // Recorded before the cut, so that the history reads cause first: the failed
-        // requests, retries and "down" the kill sets off come after it.
+        }
+        // Recorded before the cut (changes are serialised by `lock_changes`), so that the
+        // history reads cause first: the failed requests, retries and "down" the kill sets
+        // off come after it.
         self.events.record(
             EventKind::Kill,
             Some(name),
@@ -110,7 +113,7 @@ impl Relay {
                 backend.addr
             ),
         );
-        running.kill();
+        node.kill();
         Ok(info(&backend))
     }
 
@@ -118,26 +121,21 @@ impl Relay {
     pub fn revive_node(&self, name: &str) -> Result<NodeInfo, Refusal> {
         let _changing = self.lock_changes();
         let backend = self.find(name)?;
-        let Some(mut server) = backend.server() else {
+        let Some(node) = backend.spawned() else {
             return Err(refuse(
                 409,
                 format!("'{name}' is an external backend; only spawned nodes can be revived"),
             ));
         };
-        if server.is_some() {
+        if node.is_running() {
             return Err(refuse(409, format!("node '{name}' is already running")));
         }
-        let cannot = || format!("node '{name}' could not be started again");
-        let listener =
-            launch::bind(&backend.addr.to_string()).map_err(|e| failed(cannot())(e.0))?;
-        let delay = backend.node_delay().unwrap_or_default();
-        let started = launch::start_node(&self.node_config(name, delay), listener)
-            .map_err(|e| failed(cannot())(e.0))?;
-        *server = Some(started);
+        node.revive()
+            .map_err(failed(format!("node '{name}' could not be started again")))?;
         backend.pool.clear();
         let was_up = backend.health.is_up();
         backend.health.reset(HealthState::healthy());
-        backend.begin_slow_start(self.config.slow_start, Instant::now());
+        backend.begin_slow_start(self.settings.slow_start, Instant::now());
         self.events.record(
             EventKind::Revive,
             Some(name),
@@ -158,18 +156,18 @@ impl Relay {
         let _changing = self.lock_changes();
         let backend = self.find(name)?;
         let verb = if failing { "failed" } else { "healed" };
-        let Some(server) = backend.server() else {
+        let Some(node) = backend.spawned() else {
             return Err(refuse(
                 409,
                 format!("'{name}' is an external backend; only spawned nodes can be {verb}"),
             ));
         };
-        let Some(running) = server.as_ref() else {
+        if !node.is_running() {
             return Err(refuse(
                 409,
                 format!("node '{name}' is not running; revive it first"),
             ));
-        };
+        }
         let (kind, detail) = if failing {
             (
                 EventKind::Fail,
@@ -183,15 +181,22 @@ impl Relay {
         };
         // Cause before its effects (the 500s and the ejection), as for a kill.
         self.events.record(kind, Some(name), detail);
-        running.node().set_failing(failing);
+        node.set_failing(failing);
         Ok(info(&backend))
     }
 
-    /// Spawns one more node thread with weight `weight`; refused (409) when
-    /// the relay already balances over [`MAX_NODES`] nodes and backends.
+    /// Spawns one more node with weight `weight`; refused (409) when the
+    /// relay already balances over [`MAX_NODES`] nodes and backends, or has
+    /// no [`Spawner`](super::spawned::Spawner).
     pub fn add_node(&self, weight: u32) -> Result<NodeInfo, Refusal> {
         check_weight(weight)?;
         let _changing = self.lock_changes();
+        let Some(spawner) = &self.spawner else {
+            return Err(refuse(
+                409,
+                "this relay starts no nodes of its own; it balances over its --backend servers only",
+            ));
+        };
         let count = self.topology().backends.len();
         if count >= MAX_NODES {
             return Err(refuse(
@@ -206,21 +211,17 @@ impl Relay {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .next_name();
-        let cannot = || "a new node could not be started".to_string();
-        let listener = launch::bind("127.0.0.1:0").map_err(|e| failed(cannot())(e.0))?;
-        let server = launch::start_node(&self.node_config(&name, Duration::ZERO), listener)
-            .map_err(|e| failed(cannot())(e.0))?;
-        let addr = server.addr();
+        let spawned = spawner
+            .spawn(&name)
+            .map_err(failed("a new node could not be started".into()))?;
+        let addr = spawned.addr;
         let backend = Arc::new(Backend::new(
-            name,
+            spawned.name,
             addr,
-            Kind::Thread {
-                server: Mutex::new(Some(server)),
-                delay: Duration::ZERO,
-            },
+            Kind::Spawned(spawned.node),
             HealthState::healthy(),
         ));
-        backend.begin_slow_start(self.config.slow_start, Instant::now());
+        backend.begin_slow_start(self.settings.slow_start, Instant::now());
         let current = self.topology();
         let mut backends = current.backends.clone();
         let mut weights = current.weights.clone();
@@ -263,10 +264,8 @@ impl Relay {
         }
         let unfinished = backend.in_flight.load(Ordering::SeqCst);
         backend.retire();
-        if let Some(mut server) = backend.server() {
-            if let Some(mut running) = server.take() {
-                running.kill();
-            }
+        if let Some(node) = backend.spawned() {
+            node.kill();
         }
         let detail = if unfinished == 0 {
             "taken out of rotation, drained of its requests and stopped".to_string()
@@ -337,26 +336,14 @@ impl Relay {
 
     /// The strategies' tuning from the command line.
     pub(super) fn balancer_options(&self) -> crate::balancer::Options {
-        crate::balancer::Options {
-            hash_balance_factor: self.config.hash_balance_factor,
-        }
-    }
-
-    fn node_config(&self, name: &str, delay: Duration) -> NodeConfig {
-        NodeConfig {
-            name: name.to_string(),
-            db: self.config.db.clone(),
-            cache_capacity: self.config.cache_capacity,
-            cache_ttl: self.config.cache_ttl,
-            delay,
-        }
+        self.settings.balancer_options
     }
 
     pub(super) fn start_checker(&self, backend: &Arc<Backend>) -> Result<(), String> {
         let settings = CheckerSettings {
-            interval: self.config.health_interval,
-            path: self.config.health_path.clone(),
-            slow_start: self.config.slow_start,
+            interval: self.settings.health_interval,
+            path: self.settings.health_path.clone(),
+            slow_start: self.settings.slow_start,
         };
         let checker = spawn_checker(
             Arc::clone(backend),

@@ -17,6 +17,9 @@
 //!
 //! This module knows nothing of nodes or HTTP: callers hand it a kind, a
 //! node name and a sentence.
+//!
+//! [`utc_timestamp`] writes an event's time for `/_relay/events`, and the
+//! access log's.
 
 use super::rate_limited_log::RateLimitedLog;
 use std::collections::VecDeque;
@@ -203,6 +206,35 @@ impl Events {
     }
 }
 
+/// `2026-11-21T03:13:36.123Z`: UTC, millisecond precision, for the access log.
+pub fn utc_timestamp(time: SystemTime) -> String {
+    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = since_epoch.as_secs();
+    let (days, rest) = ((seconds / 86_400) as i64, seconds % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +318,18 @@ mod tests {
         assert_eq!(
             switch.log_line(),
             "22:13:23 balancer: round-robin to random"
+        );
+    }
+
+    #[test]
+    fn timestamps_are_utc_calendar_dates() {
+        let at = |secs: u64| utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
+        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20.000Z");
+        assert_eq!(
+            utc_timestamp(UNIX_EPOCH + Duration::from_millis(4_102_444_799_999)),
+            "2099-12-31T23:59:59.999Z"
         );
     }
 }

@@ -36,14 +36,14 @@ use super::queue::Queue;
 use super::rate_limited_log::RateLimitedLog;
 use super::tunnel;
 use crate::http::conn::{AnswerBody, Exchange, Piece};
-use crate::http::parse::{ResponseFraming, ResponseHead};
+use crate::http::parse::Error as ParseError;
 use crate::http::upstream::{
     length_framing, write_chunk, write_request_head, BodyReader, Peek, ReadError, RequestBody,
     Upstream, BODY_READ_BYTES, LAST_CHUNK,
 };
 use crate::http::{
-    booking_id_in_path, has_token, Error, Framing, Header, Request, Response, BODY_TIMEOUT,
-    MAX_HEADERS, MAX_HEAD_BYTES,
+    booking_id_in_path, has_token, Error, Framing, Header, Request, Response, ResponseHead,
+    BODY_TIMEOUT, MAX_HEADERS, MAX_HEAD_BYTES,
 };
 use std::io;
 use std::net::SocketAddr;
@@ -146,7 +146,7 @@ impl Failure {
                 Response::error(502, &format!("the node sent a broken answer: {why}"))
             }
             Failure::ClientBody => return None,
-            Failure::HeadTooLarge => Error::HeadTooLarge.response(),
+            Failure::HeadTooLarge => Error::Parse(ParseError::HeadTooLarge).response(),
         })
     }
 }
@@ -642,7 +642,8 @@ fn prepare<'r>(request: &'r Request, exchange: &mut Exchange<'_>) -> Option<Outg
         upgrade: is_upgrade(request),
     };
     match request.framing {
-        Framing::Empty => {}
+        // A request is never framed by close (parse gives it none).
+        Framing::Empty | Framing::UntilClose => {}
         Framing::Length(n) => out.framing = RequestBody::Length(n),
         Framing::Chunked => loop {
             match exchange.body_piece(BODY_TIMEOUT)? {
@@ -710,9 +711,9 @@ fn attempt(
     }
     let status = head.status;
     let body = match head.framing {
-        ResponseFraming::Empty => AnswerBody::None,
-        ResponseFraming::Length(n) => AnswerBody::Length(n),
-        ResponseFraming::Chunked | ResponseFraming::UntilClose => AnswerBody::Unknown,
+        Framing::Empty => AnswerBody::None,
+        Framing::Length(n) => AnswerBody::Length(n),
+        Framing::Chunked | Framing::UntilClose => AnswerBody::Unknown,
     };
     exchange.start_answer(&answer_head(&head, to_head, false), body, false);
     let mut reader = BodyReader::new(head.framing, read_timeout);
@@ -1117,19 +1118,6 @@ mod tests {
             String::from_utf8(answer_head(&head, false, true)).expect("utf8"),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: a\r\nConnection: upgrade\r\n"
         );
-    }
-
-    #[test]
-    fn the_routing_key_is_the_booking_id_as_the_node_reads_it() {
-        assert_eq!(booking_id_in_path("/bookings/abc").as_deref(), Some("abc"));
-        assert_eq!(
-            booking_id_in_path("/bookings/a%2D1").as_deref(),
-            Some("a-1")
-        );
-        assert_eq!(booking_id_in_path("/bookings"), None);
-        assert_eq!(booking_id_in_path("/bookings/"), None);
-        assert_eq!(booking_id_in_path("/bookings/a/b"), None);
-        assert_eq!(booking_id_in_path("/health"), None);
     }
 
     fn outgoing(req: &Request) -> Outgoing<'_> {

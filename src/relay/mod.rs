@@ -7,6 +7,11 @@
 //! ([`pool`]); a checker thread per node keeps its health current ([`health`]).
 //! The set of nodes and the balancer over them form one immutable
 //! [`backend::Topology`], swapped whole when either changes.
+//!
+//! This file starts and stops a relay ([`RelayServer`]) and routes each
+//! request; the state every request shares is [`state::Relay`], changed by
+//! [`control`]. Nodes the relay runs itself it knows only through the
+//! capabilities of [`spawned`] (the simulator, [`crate::sim`], provides them).
 
 pub mod admin;
 pub mod backend;
@@ -20,93 +25,47 @@ pub mod outlier;
 pub mod pool;
 pub mod queue;
 pub mod rate_limited_log;
+pub mod spawned;
+pub mod state;
 pub mod tunnel;
 
-use crate::cli::RelayConfig;
 use crate::http::conn::{Exchange, Handler};
-use crate::http::server::{Server, ServerCounters, ServerOptions, DEFAULT_MAX_CONNECTIONS};
+use crate::http::server::{Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
 use crate::http::{Request, Response};
-use crate::launch::LaunchError;
 use crate::limits::{self, OpenFilesLimit};
 use crate::names::NameGenerator;
-use crate::node::NodeServer;
 use crate::rand::Rng;
 use backend::{Backend, Kind, Topology};
-use events::Events;
+use events::utc_timestamp;
 use failopen::FailOpen;
 use health::HealthState;
 use outlier::Ejector;
 use queue::Queue;
+use spawned::{Spawned, Spawner};
+pub use state::{Relay, Settings};
+use std::fmt;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 /// Stack of each client connection thread: the relay parses and copies, it
 /// recurses nowhere, so this is plenty.
 pub const CONNECTION_STACK_BYTES: usize = 128 * 1024;
 
-/// The relay's shared state.
-pub struct Relay {
-    topology: RwLock<Arc<Topology>>,
-    config: RelayConfig,
-    stop: Arc<AtomicBool>,
-    checkers: Mutex<Vec<JoinHandle<()>>>,
-    /// Friendly names, unique for the relay's life (added nodes get new ones).
-    names: Mutex<NameGenerator>,
-    /// Seeds for the random balancers of each new topology.
-    seeds: Mutex<Rng>,
-    /// Serialises changes to the node set, so two concurrent adds cannot
-    /// each build a topology that lacks the other's node.
-    changes: Mutex<()>,
-    /// Client connections accepted, refused at the limit, and panicked.
-    counters: Arc<ServerCounters>,
-    /// Where the relay listens (the bound address, port included).
-    listen_addr: SocketAddr,
-    /// The recent history (`/_relay/events`), shared with the checkers.
-    events: Arc<Events>,
-    /// Ejects nodes that answer 5xx too often in a row.
-    ejector: Ejector,
-    /// Whether too few nodes are fit, so requests go to all reachable ones.
-    fail_open: FailOpen,
-    queue: Queue,
+/// Why the relay could not start; one sentence for the terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartError(pub String);
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
+impl std::error::Error for StartError {}
+
 impl Relay {
-    /// The current nodes and balancer.
-    pub fn topology(&self) -> Arc<Topology> {
-        Arc::clone(&self.topology.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub fn config(&self) -> &RelayConfig {
-        &self.config
-    }
-
-    /// The client-side connection counters.
-    pub fn counters(&self) -> &ServerCounters {
-        &self.counters
-    }
-
-    /// The relay's recent history.
-    /// The per-node cap and the line of requests waiting under it.
-    pub fn queue(&self) -> &Queue {
-        &self.queue
-    }
-
-    pub fn events(&self) -> &Events {
-        &self.events
-    }
-
-    /// The address the relay listens on (the bound one: a `:0` port resolved).
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen_addr
-    }
-
-    fn lock_changes(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// What the relay answers itself: `/_relay/*`, and 501 to `CONNECT`.
     fn own_answer(&self, request: &Request, peer: SocketAddr) -> Response {
         if request.method == "CONNECT" {
@@ -126,7 +85,7 @@ impl Relay {
         status: Option<u16>,
         node: Option<&Backend>,
     ) {
-        if !self.config.access_log {
+        if !self.settings.access_log {
             return;
         }
         eprintln!(
@@ -149,7 +108,7 @@ fn is_admin_path(path: &str) -> bool {
 
 impl Handler for Relay {
     fn max_body_bytes(&self) -> u64 {
-        self.config.max_body_bytes
+        self.settings.max_body_bytes
     }
 
     /// The relay's own endpoints, answered whole.
@@ -172,7 +131,7 @@ impl Handler for Relay {
         }
         let topology = self.topology();
         let context = forward::Context {
-            read_timeout: self.config.read_timeout,
+            read_timeout: self.settings.read_timeout,
             events: &self.events,
             ejector: &self.ejector,
             fail_open: &self.fail_open,
@@ -198,57 +157,52 @@ pub struct RelayServer {
 
 impl RelayServer {
     /// Starts a relay on `listener` over the spawned `nodes` plus the
-    /// config's `--backend` addresses. An external backend is checked once
-    /// first, to learn its name; one that does not answer starts marked down.
+    /// config's `--backend` addresses; `spawner` starts the nodes added
+    /// later. An external backend is checked once first, to learn its name;
+    /// one that does not answer starts marked down.
     pub fn start(
-        config: &RelayConfig,
+        settings: &Settings,
         listener: TcpListener,
-        nodes: Vec<NodeServer>,
-    ) -> Result<RelayServer, LaunchError> {
-        let mut backends = Vec::with_capacity(nodes.len() + config.backends.len());
-        for server in nodes {
-            let name = server.node().name().to_string();
-            let addr = server.addr();
+        nodes: Vec<Spawned>,
+        spawner: Option<Arc<dyn Spawner>>,
+    ) -> Result<RelayServer, StartError> {
+        let in_process = !nodes.is_empty();
+        let mut backends = Vec::with_capacity(nodes.len() + settings.backends.len());
+        for spawned in nodes {
             backends.push(Arc::new(Backend::new(
-                name,
-                addr,
-                Kind::Thread {
-                    delay: server.node().delay(),
-                    server: Mutex::new(Some(server)),
-                },
+                spawned.name,
+                spawned.addr,
+                Kind::Spawned(spawned.node),
                 HealthState::healthy(),
             )));
         }
-        for text in &config.backends {
+        for text in &settings.backends {
             let addr = resolve(text)?;
-            backends.push(Arc::new(external_backend(text, addr, config)));
+            backends.push(Arc::new(external_backend(text, addr, settings)));
         }
-        let weights = config
+        let weights = settings
             .weights
             .clone()
             .unwrap_or_else(|| vec![1; backends.len()]);
         let mut seeds = Rng::from_entropy();
-        let options = crate::balancer::Options {
-            hash_balance_factor: config.hash_balance_factor,
-        };
         let topology = Topology::build(
             backends,
             weights,
-            &config.balancer,
+            &settings.balancer,
             seeds.next_u64(),
-            &options,
+            &settings.balancer_options,
         )
-        .map_err(|e| LaunchError(e.to_string()))?;
+        .map_err(|e| StartError(e.to_string()))?;
         let listen_addr = listener
             .local_addr()
-            .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
+            .map_err(|e| StartError(format!("cannot start the relay: {e}")))?;
         let mut names = NameGenerator::new(Rng::from_entropy());
         for backend in &topology.backends {
             names.reserve(&backend.name());
         }
         let relay = Arc::new(Relay {
             topology: RwLock::new(Arc::new(topology)),
-            config: config.clone(),
+            settings: settings.clone(),
             stop: Arc::new(AtomicBool::new(false)),
             checkers: Mutex::new(Vec::new()),
             names: Mutex::new(names),
@@ -257,17 +211,18 @@ impl RelayServer {
             counters: Arc::default(),
             listen_addr,
             events: Arc::default(),
-            ejector: Ejector::new(config.ejection_time),
+            ejector: Ejector::new(settings.ejection_time),
             fail_open: FailOpen::default(),
-            queue: Queue::new(config.max_conns_per_node, config.queue_timeout),
+            queue: Queue::new(settings.max_conns_per_node, settings.queue_timeout),
+            spawner,
         });
         for backend in &relay.topology().backends {
-            relay.start_checker(backend).map_err(LaunchError)?;
+            relay.start_checker(backend).map_err(StartError)?;
         }
         let options = ServerOptions {
             label: "relay".into(),
             stack_bytes: CONNECTION_STACK_BYTES,
-            max_connections: connection_limit(config).0,
+            max_connections: connection_limit(settings, in_process).0,
         };
         let server = Server::start(
             listener,
@@ -275,7 +230,7 @@ impl RelayServer {
             options,
             Arc::clone(&relay.counters),
         )
-        .map_err(|e| LaunchError(format!("cannot start the relay: {e}")))?;
+        .map_err(|e| StartError(format!("cannot start the relay: {e}")))?;
         Ok(RelayServer { relay, server })
     }
 
@@ -310,10 +265,8 @@ impl Drop for RelayServer {
         }
         for backend in &self.relay.topology().backends {
             backend.pool.clear();
-            if let Some(mut server) = backend.server() {
-                if let Some(server) = server.as_mut() {
-                    server.kill();
-                }
+            if let Some(node) = backend.spawned() {
+                node.kill();
             }
         }
     }
@@ -324,18 +277,19 @@ impl Drop for RelayServer {
 /// The client-connection limit: `--max-connections` if given, else what
 /// the open-files limit allows, at most [`DEFAULT_MAX_CONNECTIONS`]. A
 /// client connection being forwarded costs two descriptors, three when its
-/// node is a thread of this process. The open-files limit comes along when
-/// it is what set the figure, so that the relay can say so at start.
-pub fn connection_limit(config: &RelayConfig) -> (usize, Option<OpenFilesLimit>) {
-    if let Some(limit) = config.max_connections {
+/// node is a thread of this process (`in_process`: the relay spawned nodes
+/// at start). The open-files limit comes along when it is what set the
+/// figure, so that the relay can say so at start.
+pub fn connection_limit(settings: &Settings, in_process: bool) -> (usize, Option<OpenFilesLimit>) {
+    if let Some(limit) = settings.max_connections {
         return (limit, None);
     }
-    let per_connection = if config.nodes > 0 { 3 } else { 2 };
+    let per_connection = if in_process { 3 } else { 2 };
     limits::default_connections(per_connection, DEFAULT_MAX_CONNECTIONS)
 }
 
-fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backend {
-    let Some(path) = &config.health_path else {
+fn external_backend(text: &str, addr: SocketAddr, settings: &Settings) -> Backend {
+    let Some(path) = &settings.health_path else {
         return Backend::new(
             addr.to_string(),
             addr,
@@ -368,56 +322,9 @@ fn external_backend(text: &str, addr: SocketAddr, config: &RelayConfig) -> Backe
 }
 
 /// Resolves `host:port` once, at start, so no request waits on DNS.
-fn resolve(text: &str) -> Result<SocketAddr, LaunchError> {
+fn resolve(text: &str) -> Result<SocketAddr, StartError> {
     text.to_socket_addrs()
         .ok()
         .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| LaunchError(format!("cannot resolve --backend {text}")))
-}
-
-/// `2026-11-21T03:13:36.123Z`: UTC, millisecond precision, for the access log.
-pub fn utc_timestamp(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let seconds = since_epoch.as_secs();
-    let (days, rest) = ((seconds / 86_400) as i64, seconds % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn timestamps_are_utc_calendar_dates() {
-        let at = |secs: u64| utc_timestamp(UNIX_EPOCH + Duration::from_secs(secs));
-        assert_eq!(at(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00.000Z");
-        assert_eq!(at(1_700_000_000), "2023-11-14T22:13:20.000Z");
-        assert_eq!(
-            utc_timestamp(UNIX_EPOCH + Duration::from_millis(4_102_444_799_999)),
-            "2099-12-31T23:59:59.999Z"
-        );
-    }
+        .ok_or_else(|| StartError(format!("cannot resolve --backend {text}")))
 }

@@ -1195,7 +1195,8 @@ impl Conn {
     /// if the connection ended first or the chunking is broken.
     fn read_body(&mut self, framing: Framing, sink: &mut dyn FnMut(&[u8])) -> Option<u64> {
         match framing {
-            Framing::Empty => Some(0),
+            // A request is never framed by close.
+            Framing::Empty | Framing::UntilClose => Some(0),
             Framing::Length(n) => {
                 self.stream_exact(n, sink)?;
                 Some(n)

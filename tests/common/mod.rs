@@ -10,7 +10,7 @@ pub mod storm;
 
 use bookrelay::json::{self, Value};
 use bookrelay::launch;
-use bookrelay::node::{NodeConfig, NodeServer};
+use bookrelay::node::{self, NodeConfig, NodeServer};
 use bookrelay::temp_dir::TempDir;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -47,8 +47,8 @@ impl TestNode {
             cache_ttl: Some(Duration::from_secs(60)),
             delay: Duration::ZERO,
         };
-        let listener = launch::bind("127.0.0.1:0").expect("bind");
-        let server = launch::start_node(&config, listener).expect("start node");
+        let listener = node::bind("127.0.0.1:0").expect("bind");
+        let server = node::start_node(&config, listener).expect("start node");
         let addr = server.addr();
         TestNode {
             server,

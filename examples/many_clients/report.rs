@@ -468,9 +468,15 @@ pub fn comparison_notes(options: &Options, results: &[RunResult]) -> Vec<String>
     if let (Some(bounded), Some(plain)) = (find("bounded-consistent-hash"), find("consistent-hash"))
     {
         let average = 1.0 / bounded.nodes.len().max(1) as f64;
+        let busiest = bounded.busiest_share();
+        let why = if busiest > 1.25 * average + 0.01 {
+            " The bound is on requests in flight, not on shares: with a slow node among them, the fast nodes finish theirs sooner and take more requests within it."
+        } else {
+            ""
+        };
         notes.push(format!(
-            "bounded-consistent-hash's busiest node took {:.0}% of the requests against consistent-hash's {:.0}% (the average is {:.0}%; the bound caps a node's requests in flight at 1.25 × the average), and its hit rate is {} against {}: only a hot node's overflow moves.",
-            bounded.busiest_share() * 100.0,
+            "bounded-consistent-hash's busiest node took {:.0}% of the requests against consistent-hash's {:.0}% (the average is {:.0}%; the bound caps a node's requests in flight at 1.25 × the average), and its hit rate is {} against {}: only a hot node's overflow moves.{why}",
+            busiest * 100.0,
             plain.busiest_share() * 100.0,
             average * 100.0,
             percent(bounded.hit_ratio()),

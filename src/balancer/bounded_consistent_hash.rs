@@ -13,7 +13,7 @@
 //! This file owns the bound and the walk; the ring and its hash are [`ConsistentHash`]'s.
 
 use super::consistent_hash::{ring_hash, ConsistentHash};
-use super::{healthy_count, known, Balancer, NodeSpec, NodeState, Turns};
+use super::strategy::{healthy_count, known, Balancer, NodeSpec, NodeState, Turns};
 
 /// Routes each key to its ring owner unless that node is at its load bound, then to the next
 /// node clockwise with room.
@@ -149,7 +149,7 @@ impl Balancer for BoundedConsistentHash {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{
+    use super::super::strategy::testing::{
         healthy, loaded, named_specs, sequence, specs, weighted_specs, with_down,
     };
     use super::*;

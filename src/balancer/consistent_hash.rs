@@ -11,7 +11,7 @@
 //! out the share each gets: with 160 points, a node's share is typically within 10–15% of
 //! its fair share.
 
-use super::{healthy_count, known, Balancer, NodeSpec, NodeState, Turns};
+use super::strategy::{healthy_count, known, Balancer, NodeSpec, NodeState, Turns};
 use std::fmt::Write;
 
 /// Ring points per unit of weight, as in Ketama.
@@ -114,7 +114,7 @@ impl Balancer for ConsistentHash {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{
+    use super::super::strategy::testing::{
         assert_within, healthy, named_specs, sequence, specs, weighted_specs, with_down,
     };
     use super::*;

@@ -4,7 +4,7 @@
 //! and stops receiving new ones until it catches up, which rotation-based strategies cannot
 //! notice. This file owns the tie-breaking rotation; the counts come from the relay.
 
-use super::{known, Balancer, NodeSpec, NodeState, Turns};
+use super::strategy::{known, Balancer, NodeSpec, NodeState, Turns};
 
 /// Sends each request to the healthy node with the fewest requests in flight.
 ///
@@ -60,7 +60,9 @@ impl Balancer for LeastConnections {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{healthy, loaded, sequence, specs, tally, weighted_specs};
+    use super::super::strategy::testing::{
+        healthy, loaded, sequence, specs, tally, weighted_specs,
+    };
     use super::*;
     use crate::rand::Rng;
 

@@ -6,7 +6,7 @@
 //! a node busier than all others never wins a comparison. This file owns the drawing; the
 //! comparison is the small pure function [`choose`].
 
-use super::{healthy_count, known, nth_healthy, Balancer, NodeSpec, NodeState};
+use super::strategy::{healthy_count, known, nth_healthy, Balancer, NodeSpec, NodeState};
 use crate::rand::AtomicRng;
 
 /// How many times to draw a fresh pair when a draw includes an unhealthy node, before falling
@@ -114,7 +114,7 @@ impl Balancer for PowerOfTwoChoices {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{
+    use super::super::strategy::testing::{
         assert_within, healthy, loaded, sequence, specs, tally, with_down,
     };
     use super::*;

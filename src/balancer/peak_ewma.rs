@@ -16,7 +16,7 @@
 //!
 //! This file owns the estimates; time comes from a [`Clock`] so that tests can fake it.
 
-use super::{healthy_count, known, nth_healthy, Balancer, NodeSpec, NodeState};
+use super::strategy::{healthy_count, known, nth_healthy, Balancer, NodeSpec, NodeState};
 use crate::rand::AtomicRng;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -191,7 +191,7 @@ impl Balancer for PeakEwma {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{healthy, loaded, sequence, specs, tally, with_down};
+    use super::super::strategy::testing::{healthy, loaded, sequence, specs, tally, with_down};
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
 

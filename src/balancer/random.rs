@@ -4,7 +4,7 @@
 //! step with. Draws come from a seedable [`AtomicRng`], so a fixed seed replays the same
 //! choices (from one thread) and concurrent picks take no lock.
 
-use super::{healthy_count, known, nth_healthy, Balancer, NodeSpec, NodeState};
+use super::strategy::{healthy_count, known, nth_healthy, Balancer, NodeSpec, NodeState};
 use crate::rand::AtomicRng;
 
 /// Chooses each request's node uniformly at random among the healthy ones. Weights, load and
@@ -47,7 +47,9 @@ impl Balancer for Random {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{assert_within, healthy, sequence, specs, tally, with_down};
+    use super::super::strategy::testing::{
+        assert_within, healthy, sequence, specs, tally, with_down,
+    };
     use super::*;
 
     #[test]

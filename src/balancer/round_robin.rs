@@ -2,9 +2,9 @@
 //!
 //! The simplest fair strategy, and the baseline the others are measured against. It needs no
 //! load information and gives every healthy node the same share regardless of weight or key.
-//! This file owns only the rotation; the shared ticket counter is [`super::Turns`].
+//! This file owns only the rotation; the shared ticket counter is [`super::strategy::Turns`].
 
-use super::{known, Balancer, NodeSpec, NodeState, Turns};
+use super::strategy::{known, Balancer, NodeSpec, NodeState, Turns};
 
 /// Hands requests to healthy nodes in turn.
 ///
@@ -43,7 +43,9 @@ impl Balancer for RoundRobin {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{healthy, sequence, specs, tally, weighted_specs, with_down};
+    use super::super::strategy::testing::{
+        healthy, sequence, specs, tally, weighted_specs, with_down,
+    };
     use super::*;
     use std::sync::Arc;
     use std::thread;

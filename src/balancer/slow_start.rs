@@ -20,7 +20,7 @@
 //!   `weight × factor`. (Scaling the weight itself would give a little more, `f·w / (f·w +
 //!   others)` rather than `f × w / (w + others)`; the difference vanishes as the ramp ends.)
 
-use super::NodeState;
+use super::strategy::NodeState;
 use std::time::{Duration, Instant};
 
 /// The share a node gets the instant it comes up: 10% of its weight, not 0, so that it is
@@ -94,8 +94,9 @@ pub fn thin(nodes: &mut [NodeState], factors: &[f64], mut draw: impl FnMut() -> 
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{healthy, weighted_specs, with_down};
-    use super::super::{Balancer, SmoothWeighted};
+    use super::super::strategy::testing::{healthy, weighted_specs, with_down};
+    use super::super::strategy::Balancer;
+    use super::super::weighted::SmoothWeighted;
     use super::*;
     use crate::rand::Rng;
 

@@ -5,7 +5,7 @@
 //! same shares (`a a b a c a a`), so no node sees a burst and the pattern repeats exactly every
 //! `sum(weights)` picks. This file owns the per-node "current" weights that make it smooth.
 
-use super::{known, Balancer, NodeSpec, NodeState, Turns};
+use super::strategy::{known, Balancer, NodeSpec, NodeState, Turns};
 use std::sync::{Mutex, PoisonError};
 
 /// Smooth weighted round-robin.
@@ -82,7 +82,7 @@ impl Balancer for SmoothWeighted {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{healthy, sequence, tally, weighted_specs, with_down};
+    use super::super::strategy::testing::{healthy, sequence, tally, weighted_specs, with_down};
     use super::*;
     use std::sync::Arc;
     use std::thread;

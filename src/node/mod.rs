@@ -31,9 +31,7 @@ pub mod routes;
 
 use crate::booking::Booking;
 use crate::cache::{Cache, Lookup};
-use crate::http::conn::Handler;
 use crate::http::server::{Server, ServerOptions, DEFAULT_MAX_CONNECTIONS};
-use crate::http::{Request, Response};
 use crate::json;
 use crate::store::{self, ChangeFeed, Changes, Created, Store};
 use std::io;
@@ -346,22 +344,6 @@ impl Node {
             .uint("commits", writes.commits)
             .uint("largest_batch", writes.largest_batch)
             .finish()
-    }
-}
-
-impl Handler for Node {
-    fn precheck(&self, request: &Request) -> Option<Response> {
-        routes::precheck(request)
-    }
-
-    fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
-        let _counted = InProgress::enter(&self.in_progress);
-        routes::handle(self, &request)
-    }
-
-    fn decorate(&self, response: &mut Response) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        response.headers.push(("X-Node", self.name.clone()));
     }
 }
 

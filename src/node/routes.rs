@@ -12,11 +12,14 @@
 //! cache and the 2xx answered; other nodes learn of it through the store's
 //! change log; a killed node commits nothing more.
 
-use super::Node;
+use super::{InProgress, Node};
 use crate::booking::{is_valid_id, Booking};
+use crate::http::conn::Handler;
 use crate::http::{booking_id_in_path, percent_decode, Request, Response};
 use crate::json;
 use crate::store::{Created, Error as StoreError};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 
 /// Largest page a client may ask for; bigger pages would make one response
 /// several hundred kilobytes of JSON.
@@ -27,6 +30,24 @@ pub const DEFAULT_PAGE: usize = 50;
 
 /// Longest accepted `Idempotency-Key`, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 200;
+
+/// The node as the HTTP server sees it: each request counted while it runs, answered by
+/// [`handle`], and marked with the node's name (`X-Node`).
+impl Handler for Node {
+    fn precheck(&self, request: &Request) -> Option<Response> {
+        precheck(request)
+    }
+
+    fn handle(&self, request: Request, _peer: SocketAddr) -> Response {
+        let _counted = InProgress::enter(&self.in_progress);
+        handle(self, &request)
+    }
+
+    fn decorate(&self, response: &mut Response) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        response.headers.push(("X-Node", self.name.clone()));
+    }
+}
 
 /// Where a request goes, decided from its method and path alone.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -69,31 +69,34 @@
 //! Reads do not queue: connections are pooled (a node serves many client
 //! threads), a read takes one, runs cached prepared statements, and puts it
 //! back.
+//!
+//! Beside this file: `store/connection.rs` (how a connection is opened and how
+//! it waits for another process's lock), `store/rows.rs` (a booking as SQL and
+//! the change-log entry), `store/error.rs` (what an operation can answer) and
+//! `store/writer.rs` (group commit). They depend on one another in that order
+//! and none on this file.
 
+mod connection;
+mod error;
+mod rows;
 mod writer;
 
+pub use connection::BUSY_TIMEOUT;
+pub use error::{Created, Error};
+pub use rows::CHANGE_LOG_KEEP;
 pub use writer::{WriteStats, MAX_BATCH_BYTES, MAX_BATCH_WRITES, MAX_WRITE_WAIT};
 
 use crate::booking::{Booking, Invalid};
 use crate::rand::Rng;
 use crate::sample::sample_booking;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
-use std::fmt;
+use connection::{connect, retry_while_busy};
+use rows::{booking_from_row, insert_row, COLUMNS};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 use writer::{Outcome, Write, Writer};
-
-/// How long a writer waits for another process's write lock before giving up.
-/// Long enough to ride out bursts of hundreds of concurrent writers in other
-/// processes (each process's own writers queue for its writer instead).
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Change-log rows kept for nodes that fall behind. A node further behind than
-/// this (a revived process, say) drops its whole cache instead.
-pub const CHANGE_LOG_KEEP: i64 = 100_000;
 
 /// Pooled connections kept open per store; more are opened under load and
 /// closed again when returned to a full pool.
@@ -133,67 +136,6 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     booking_id TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
-
-const COLUMNS: &str = "booking_id, customer_id, customer_name, destination, departure_city, \
-    flight_number, hotel_name, room_type, payment_method, email, phone, booking_date, \
-    travel_date, return_date, total_price, payment_status, travel_agency, special_requests, \
-    loyalty_program_number";
-
-/// What can go wrong with a store operation, each with the status a node answers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Error {
-    NotFound,
-    /// A booking with this id already exists (409).
-    Exists(String),
-    /// An `Idempotency-Key` was reused with a different body (422).
-    KeyReused,
-    /// A PATCH produced an invalid booking (400).
-    Invalid(Invalid),
-    /// Another writer held the database past [`BUSY_TIMEOUT`] (503).
-    Busy,
-    /// Anything else SQLite reported (500).
-    Database(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::NotFound => f.write_str("no booking has that id"),
-            Error::Exists(id) => write!(f, "a booking with id '{id}' already exists"),
-            Error::KeyReused => f.write_str(
-                "this Idempotency-Key was already used with a different body; use a new key",
-            ),
-            Error::Invalid(invalid) => write!(f, "{invalid}"),
-            Error::Busy => f.write_str("the database is busy; try again in a moment"),
-            Error::Database(message) => write!(f, "database error: {message}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl From<rusqlite::Error> for Error {
-    fn from(error: rusqlite::Error) -> Error {
-        match error.sqlite_error_code() {
-            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy,
-            _ => Error::Database(error.to_string()),
-        }
-    }
-}
-
-/// The outcome of a create.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Created {
-    /// A new row; the booking's JSON.
-    New(String),
-    /// A repeat of an earlier request with the same `Idempotency-Key` and body:
-    /// its stored status and JSON, and nothing was written.
-    Replayed {
-        status: u16,
-        body: String,
-        booking_id: String,
-    },
-}
 
 /// Where ids changed by other writers are learnt; see the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,69 +346,6 @@ fn unexpected(what: &str, outcome: &Outcome) -> Error {
     Error::Database(format!("the writer answered a {what} with {outcome:?}"))
 }
 
-/// A connection set up as every connection to the file must be.
-fn connect(path: &Path) -> Result<Connection, Error> {
-    let mut conn = Connection::open(path)?;
-    conn.busy_handler(Some(busy_wait()))?;
-    // journal_mode answers with a row, so it is queried rather than set.
-    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(Error::Database(format!(
-            "could not switch {} to WAL mode (got {mode})",
-            path.display()
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.set_prepared_statement_cache_capacity(32);
-    Ok(conn)
-}
-
-/// Longest single sleep of [`busy_wait`]: a batch holds the write lock for about a
-/// millisecond, so a waiter that looks again this often takes the lock within a batch or so
-/// of its release.
-const BUSY_POLL_MAX: Duration = Duration::from_millis(1);
-
-/// The busy handler of every connection: while another process holds the write lock, sleep
-/// 50 µs, 100 µs, 200 µs … up to [`BUSY_POLL_MAX`] and try again, for up to [`BUSY_TIMEOUT`]
-/// in all. SQLite's own handler (`busy_timeout`) sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50,
-/// 50, 100 ms …, so after a few misses a writer slept tens of milliseconds for a lock held a
-/// millisecond at a time: two node processes writing to one file saw p99s of 30–80 ms.
-fn busy_wait() -> impl FnMut(i32) -> bool + Send + 'static {
-    busy_wait_for(BUSY_TIMEOUT)
-}
-
-/// [`busy_wait`] giving up after `patience`.
-fn busy_wait_for(patience: Duration) -> impl FnMut(i32) -> bool + Send + 'static {
-    let mut since = Instant::now();
-    move |count| {
-        if count == 0 {
-            since = Instant::now();
-        }
-        if since.elapsed() >= patience {
-            return false;
-        }
-        let step = Duration::from_micros(50).saturating_mul(1 << count.clamp(0, 5) as u32);
-        std::thread::sleep(step.min(BUSY_POLL_MAX));
-        true
-    }
-}
-
-/// Runs `attempt` again while SQLite answers busy, up to [`BUSY_TIMEOUT`].
-/// For setting up connections only: statements wait in SQLite's own busy
-/// handler, but the switch to WAL and the first schema read do not.
-fn retry_while_busy<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
-    let started = Instant::now();
-    loop {
-        match attempt() {
-            Err(Error::Busy) if started.elapsed() < BUSY_TIMEOUT => {
-                // The other side holds its lock for about a millisecond.
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Follows the change log from one position; see the module docs.
 pub struct ChangeFeed {
     conn: Connection,
@@ -587,77 +466,6 @@ fn max_seq(conn: &Connection) -> Result<i64, Error> {
     Ok(conn
         .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM changes")?
         .query_row([], |row| row.get(0))?)
-}
-
-/// Appends to the change log, pruning old entries now and then so the log
-/// stays small (one DELETE every 1024 writes).
-fn log_change(conn: &Connection, id: &str) -> Result<(), Error> {
-    conn.prepare_cached("INSERT INTO changes (booking_id) VALUES (?1)")?
-        .execute([id])?;
-    let seq = conn.last_insert_rowid();
-    if seq % 1024 == 0 {
-        conn.prepare_cached("DELETE FROM changes WHERE seq <= ?1")?
-            .execute([seq - CHANGE_LOG_KEEP])?;
-    }
-    Ok(())
-}
-
-fn insert_row(conn: &Connection, booking: &Booking) -> Result<(), Error> {
-    let sql = format!(
-        "INSERT INTO bookings ({COLUMNS}) VALUES \
-         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"
-    );
-    conn.prepare_cached(&sql)?
-        .execute(booking_params(booking))?;
-    Ok(())
-}
-
-fn booking_params(b: &Booking) -> [&dyn rusqlite::ToSql; 19] {
-    [
-        &b.booking_id,
-        &b.customer_id,
-        &b.customer_name,
-        &b.destination,
-        &b.departure_city,
-        &b.flight_number,
-        &b.hotel_name,
-        &b.room_type,
-        &b.payment_method,
-        &b.email,
-        &b.phone,
-        &b.booking_date,
-        &b.travel_date,
-        &b.return_date,
-        &b.total_price,
-        &b.payment_status,
-        &b.travel_agency,
-        &b.special_requests,
-        &b.loyalty_program_number,
-    ]
-}
-
-fn booking_from_row(row: &Row<'_>) -> rusqlite::Result<Booking> {
-    Ok(Booking {
-        booking_id: row.get(0)?,
-        customer_id: row.get(1)?,
-        customer_name: row.get(2)?,
-        destination: row.get(3)?,
-        departure_city: row.get(4)?,
-        flight_number: row.get(5)?,
-        hotel_name: row.get(6)?,
-        room_type: row.get(7)?,
-        payment_method: row.get(8)?,
-        email: row.get(9)?,
-        phone: row.get(10)?,
-        booking_date: row.get(11)?,
-        travel_date: row.get(12)?,
-        return_date: row.get(13)?,
-        total_price: row.get(14)?,
-        payment_status: row.get(15)?,
-        travel_agency: row.get(16)?,
-        special_requests: row.get(17)?,
-        loyalty_program_number: row.get(18)?,
-    })
 }
 
 #[cfg(test)]
@@ -1039,28 +847,6 @@ mod tests {
             ]
         );
         assert_eq!(store.count(), Ok(1));
-    }
-
-    #[test]
-    fn the_busy_handler_looks_again_within_a_millisecond_and_gives_up_after_its_patience() {
-        let mut wait = busy_wait_for(Duration::from_millis(30));
-        let started = Instant::now();
-        let mut count = 0;
-        let mut longest = Duration::ZERO;
-        loop {
-            let before = Instant::now();
-            if !wait(count) {
-                break;
-            }
-            longest = longest.max(before.elapsed());
-            count += 1;
-        }
-        assert!(started.elapsed() >= Duration::from_millis(30));
-        assert!(count >= 20, "it polled {count} times in 30 ms");
-        // The sleep asked for is at most 1 ms; the scheduler may add to it.
-        assert!(longest < Duration::from_millis(20), "{longest:?}");
-        // A new locking event starts the patience again.
-        assert!(wait(0));
     }
 
     #[test]

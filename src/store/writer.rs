@@ -37,9 +37,9 @@
 //! ends anyway, the writes still queued are answered and later writes are
 //! refused at once. No waiter is left hanging.
 
-use super::{
-    booking_from_row, booking_params, insert_row, log_change, Created, Error, BUSY_TIMEOUT, COLUMNS,
-};
+use super::connection::BUSY_TIMEOUT;
+use super::error::{Created, Error};
+use super::rows::{booking_from_row, booking_params, insert_row, log_change, COLUMNS};
 use crate::booking::{Booking, Invalid};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashSet, VecDeque};

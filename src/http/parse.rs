@@ -10,7 +10,7 @@
 //! not a plain number, a transfer coding other than `chunked`, obs-fold lines,
 //! space before a header colon) is an [`Error`], never a guess.
 
-use super::{
+use super::message::{
     has_token, Framing, Header, Request, ResponseHead, Version, MAX_BODY_BYTES, MAX_HEADERS,
     MAX_HEAD_BYTES,
 };

@@ -535,9 +535,7 @@ pub fn queue_metrics(queue: QueueStats) -> String {
             queue.timeouts,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
+        unlabelled(&mut out, name, kind, help, value);
     }
     out
 }
@@ -693,11 +691,16 @@ pub fn connection_metrics(counters: &ServerCounters) -> String {
             &counters.panics,
         ),
     ] {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+        unlabelled(&mut out, name, "counter", help, value.load(Ordering::Relaxed));
     }
     out
+}
+
+/// One metric without labels, with its help and type lines.
+fn unlabelled(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Label values escape backslash, double quote and newline.

@@ -286,15 +286,25 @@ pub fn forward(
         if ticket.behind_others() && ticket.wait(queue_deadline).is_err() {
             return queue_timeout(exchange, request, events, queue);
         }
-        let full: Vec<bool> = topology
-            .backends
-            .iter()
-            .map(|b| queue.is_full(b.in_flight.load(Ordering::Relaxed)))
-            .collect();
-        let blocked: Vec<bool> = excluded.iter().zip(&full).map(|(e, f)| *e || *f).collect();
-        let states = topology.states(&eligible, &blocked, Instant::now());
+        // Without a cap nothing is ever full, and the request path allocates nothing for it.
+        let full: Option<Vec<bool>> = queue.cap().map(|_| {
+            topology
+                .backends
+                .iter()
+                .map(|b| queue.is_full(b.in_flight.load(Ordering::Relaxed)))
+                .collect()
+        });
+        let states = match &full {
+            Some(full) => {
+                let blocked: Vec<bool> = excluded.iter().zip(full).map(|(e, f)| *e || *f).collect();
+                topology.states(&eligible, &blocked, Instant::now())
+            }
+            None => topology.states(&eligible, &excluded, Instant::now()),
+        };
         let Some(index) = topology.balancer.pick(&states, key.as_deref()) else {
-            let waits_for_a_slot = (0..full.len()).any(|i| full[i] && eligible[i] && !excluded[i]);
+            let waits_for_a_slot = full.as_ref().is_some_and(|full| {
+                (0..full.len()).any(|i| full[i] && eligible[i] && !excluded[i])
+            });
             if waits_for_a_slot {
                 if ticket.wait(queue_deadline).is_err() {
                     return queue_timeout(exchange, request, events, queue);

@@ -4,6 +4,7 @@
 
 use super::error::Error;
 use crate::booking::Booking;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::{Connection, Row};
 
 /// Change-log rows kept for nodes that fall behind. A node further behind than
@@ -63,6 +64,19 @@ pub(super) fn booking_params(b: &Booking) -> [&dyn rusqlite::ToSql; 19] {
     ]
 }
 
+/// The bytes a booking's row holds, about: its text columns' lengths, 8 for the price (and
+/// for each `NULL`), read off [`booking_params`] so the two cannot disagree on the columns.
+pub(super) fn row_bytes(b: &Booking) -> usize {
+    booking_params(b)
+        .iter()
+        .map(|param| match param.to_sql() {
+            Ok(ToSqlOutput::Borrowed(ValueRef::Text(text))) => text.len(),
+            Ok(ToSqlOutput::Owned(Value::Text(text))) => text.len(),
+            _ => 8,
+        })
+        .sum()
+}
+
 pub(super) fn booking_from_row(row: &Row<'_>) -> rusqlite::Result<Booking> {
     Ok(Booking {
         booking_id: row.get(0)?,
@@ -85,4 +99,38 @@ pub(super) fn booking_from_row(row: &Row<'_>) -> rusqlite::Result<Booking> {
         special_requests: row.get(17)?,
         loyalty_program_number: row.get(18)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rand::Rng;
+    use crate::sample::sample_booking;
+
+    #[test]
+    fn row_bytes_counts_every_text_column_and_eight_for_the_price_and_each_null() {
+        let mut b = sample_booking(&mut Rng::new(3));
+        b.return_date = None;
+        b.travel_agency = None;
+        b.special_requests = Some("window seat".into());
+        b.loyalty_program_number = None;
+        let texts = [
+            &b.booking_id,
+            &b.customer_id,
+            &b.customer_name,
+            &b.destination,
+            &b.departure_city,
+            &b.flight_number,
+            &b.hotel_name,
+            &b.room_type,
+            &b.payment_method,
+            &b.email,
+            &b.phone,
+            &b.booking_date,
+            &b.travel_date,
+            &b.payment_status,
+        ];
+        let want = texts.iter().map(|t| t.len()).sum::<usize>() + "window seat".len() + 8 + 3 * 8;
+        assert_eq!(row_bytes(&b), want);
+    }
 }

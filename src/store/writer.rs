@@ -39,7 +39,7 @@
 
 use super::connection::BUSY_TIMEOUT;
 use super::error::{Created, Error};
-use super::rows::{booking_from_row, booking_params, insert_row, log_change, COLUMNS};
+use super::rows::{booking_from_row, booking_params, insert_row, log_change, row_bytes, COLUMNS};
 use crate::booking::{Booking, Invalid};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::{HashSet, VecDeque};
@@ -111,30 +111,7 @@ impl Write {
     fn bytes(&self) -> usize {
         match self {
             Write::Create { booking, key } => {
-                let b = booking;
-                let optional = |s: &Option<String>| s.as_ref().map_or(0, String::len);
-                let fields = [
-                    &b.booking_id,
-                    &b.customer_id,
-                    &b.customer_name,
-                    &b.destination,
-                    &b.departure_city,
-                    &b.flight_number,
-                    &b.hotel_name,
-                    &b.room_type,
-                    &b.payment_method,
-                    &b.email,
-                    &b.phone,
-                    &b.booking_date,
-                    &b.travel_date,
-                    &b.payment_status,
-                ];
-                let row: usize = fields.iter().map(|s| s.len()).sum::<usize>()
-                    + optional(&b.return_date)
-                    + optional(&b.travel_agency)
-                    + optional(&b.special_requests)
-                    + optional(&b.loyalty_program_number)
-                    + 8;
+                let row = row_bytes(booking);
                 // A keyed create also stores the key, the request and the answer.
                 let keyed = key
                     .as_ref()

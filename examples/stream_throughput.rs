@@ -224,7 +224,7 @@ fn main() -> ExitCode {
     }
     println!(
         "peak resident memory grew by {:.1} MiB over {:.1} MiB at start \
-         (the relay holds a few 64 KiB buffers per download, never a body)",
+         (the relay holds a few buffers of at most 256 KiB per download, never a body)",
         relayed_peak.saturating_sub(rss_before) as f64 / 1024.0,
         rss_before as f64 / 1024.0
     );

@@ -29,8 +29,10 @@ pub const MAX_INTERIM_RESPONSES: usize = 8;
 
 /// The room a body read asks for: large pieces mean few system calls per
 /// byte for a large download, and this is the most a streamed body holds in
-/// the connection's buffer at once.
-pub const BODY_READ_BYTES: usize = 64 * 1024;
+/// the connection's buffer at once (given back when the body has passed). A
+/// 300 MiB download through the relay ran at 897–1,153 MiB/s with 256 KiB
+/// against 792–881 with 64 KiB (3 interleaved rounds, nginx behind it).
+pub const BODY_READ_BYTES: usize = 256 * 1024;
 
 /// How a request body is framed toward the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

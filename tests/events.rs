@@ -22,10 +22,8 @@ fn assert_readable(event: &Value) {
     }
 }
 
-#[test]
-fn a_kill_is_followed_by_down_and_a_revive_by_up() {
-    let relay = TestRelay::start(2, 0, "round-robin", |_| {});
-    let name = relay.node_names()[0].clone();
+/// Kills the spawned node `name` through the admin API.
+fn kill(relay: &TestRelay, name: &str) {
     let killed = admin(
         relay.addr,
         "POST",
@@ -33,6 +31,13 @@ fn a_kill_is_followed_by_down_and_a_revive_by_up() {
         "",
     );
     assert_eq!(killed.status, 200, "{}", killed.text());
+}
+
+#[test]
+fn a_kill_is_followed_by_down_and_a_revive_by_up() {
+    let relay = TestRelay::start(2, 0, "round-robin", |_| {});
+    let name = relay.node_names()[0].clone();
+    kill(&relay, &name);
     let kill = wait_for_event(relay.addr, 0, "kill", Some(&name));
     assert_readable(&kill);
     let down = wait_for_event(relay.addr, seq(&kill), "down", Some(&name));
@@ -84,13 +89,7 @@ fn under_load_a_kill_is_recorded_before_the_failures_it_causes() {
             })
         })
         .collect();
-    let killed = admin(
-        relay.addr,
-        "POST",
-        &format!("/_relay/nodes/{name}/kill"),
-        "",
-    );
-    assert_eq!(killed.status, 200, "{}", killed.text());
+    kill(&relay, &name);
     let down = wait_for_event(relay.addr, before, "down", Some(&name));
     stop.store(true, Ordering::Relaxed);
     for worker in load {
@@ -118,16 +117,7 @@ fn a_get_the_balancer_sent_to_a_killed_node_is_retried_and_counted() {
     let names = relay.node_names();
     let dead = names[0].clone();
     let alive = names[1].clone();
-    assert_eq!(
-        admin(
-            relay.addr,
-            "POST",
-            &format!("/_relay/nodes/{dead}/kill"),
-            ""
-        )
-        .status,
-        200
-    );
+    kill(&relay, &dead);
     let mut client = relay.client();
     for _ in 0..2 {
         assert_eq!(

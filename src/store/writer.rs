@@ -208,7 +208,8 @@ pub(super) struct Shared {
     writes: AtomicU64,
     commits: AtomicU64,
     largest_batch: AtomicU64,
-    /// Batches run by a caller rather than the writer thread.
+    /// Batches run by a caller rather than the writer thread (tests only).
+    #[cfg(test)]
     led: AtomicU64,
 }
 
@@ -288,6 +289,7 @@ impl Writer {
             writes: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             largest_batch: AtomicU64::new(0),
+            #[cfg(test)]
             led: AtomicU64::new(0),
         });
         let thread = std::thread::Builder::new()
@@ -346,6 +348,7 @@ impl Writer {
         };
         if let Some(mut batch) = led {
             let running = Running(&self.shared);
+            #[cfg(test)]
             self.shared.led.fetch_add(1, Ordering::Relaxed);
             let own = batch.iter().position(|t| Arc::ptr_eq(&t.slot, &slot));
             let mut own_panic = None;

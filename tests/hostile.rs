@@ -117,7 +117,12 @@ fn a_flood_of_silent_connections_cannot_lock_out_a_real_client() {
         "{:?}",
         String::from_utf8_lossy(&answer)
     );
-    assert!(started.elapsed() < Duration::from_secs(1), "served fast");
+    // Not after the silent ones timed out (10 s without a head): the place
+    // was made by shedding, however slow the machine is today.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "served before any head timeout"
+    );
     // The idle clients went first, closed cleanly (no answer cut).
     for client in &mut idle {
         assert!(client.closed_by_server(), "an idle client was kept");

@@ -279,10 +279,9 @@ fn start_node() -> (SocketAddr, Receiver<Seen>) {
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
+        while let Ok((stream, peer)) = listener.accept() {
             conn::serve(
-                std::sync::Arc::new(conn::Client::new(stream)),
+                std::sync::Arc::new(conn::Client::new(stream, peer)),
                 &EchoNode { seen: tx.clone() },
             );
         }

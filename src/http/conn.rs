@@ -38,7 +38,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// sends (an unread body, more pipelined requests). Closing with unread input
 /// makes the kernel send a reset, which can destroy our answer on its way to
 /// the client; draining first lets the answer arrive (nginx's lingering close).
-const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Like nginx, we linger only when the client may still be sending: not after
+/// the last request of a client that asked to close and sent nothing more.
+pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most we drain while lingering before closing anyway.
 const LINGER_MAX_BYTES: usize = 2 * 1024 * 1024;
@@ -92,6 +94,8 @@ pub trait Handler {
 #[derive(Debug)]
 pub struct Client {
     pub stream: TcpStream,
+    /// The address `accept` gave (asking the socket again is a system call).
+    pub peer: SocketAddr,
     state: AtomicU8,
 }
 
@@ -103,10 +107,11 @@ const WAITING: u8 = 1;
 const CLAIMED: u8 = 2;
 
 impl Client {
-    /// A connection just accepted: waiting for its first request.
-    pub fn new(stream: TcpStream) -> Client {
+    /// A connection just accepted from `peer`: waiting for its first request.
+    pub fn new(stream: TcpStream, peer: SocketAddr) -> Client {
         Client {
             stream,
+            peer,
             state: AtomicU8::new(WAITING),
         }
     }
@@ -141,9 +146,7 @@ impl Client {
 /// never panics on client input.
 pub fn serve<H: Handler + ?Sized>(client: Arc<Client>, handler: &H) {
     let stream = &client.stream;
-    let Ok(peer) = stream.peer_addr() else {
-        return;
-    };
+    let peer = client.peer;
     // Every message is one write, so Nagle's algorithm would only add delay.
     let _ = stream.set_nodelay(true);
     let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
@@ -214,8 +217,9 @@ impl Connection {
                             return self.fail(handler, Error::HeadTimeout)
                         }
                         // Idle keep-alive timeout, a client that is done, or a
-                        // dead socket: nothing is owed, just close.
-                        Fill::TimedOut | Fill::Eof | Fill::Failed => return self.finish(),
+                        // dead socket: nothing is owed and nothing was just
+                        // answered, so there is nothing to linger for.
+                        Fill::TimedOut | Fill::Eof | Fill::Failed => return,
                     }
                 }
                 Err(error) => return self.fail(handler, error.into()),
@@ -244,8 +248,18 @@ impl Connection {
             handler.exchange(request, peer, &mut exchange);
             let ending = exchange.ending();
             match ending {
-                Ending::Answered { close: false } => {}
-                Ending::Answered { close: true } => return self.finish(),
+                Ending::Answered { close: false, .. } => {}
+                // The client said this was its last request and sent nothing
+                // more: the close cannot meet unread input, so no lingering
+                // (and no worker waiting for the client's own close).
+                Ending::Answered {
+                    close: true,
+                    client_done: true,
+                } => {
+                    self.flush();
+                    return;
+                }
+                Ending::Answered { close: true, .. } => return self.finish(),
                 Ending::Unanswered(Some(error)) => return self.fail(handler, error),
                 Ending::Unanswered(None) => {
                     let mut response =
@@ -444,6 +458,9 @@ pub enum Piece<'b> {
 enum Ending {
     Answered {
         close: bool,
+        /// The client asked to close, its body was read to the end and
+        /// nothing of it is left unread here.
+        client_done: bool,
     },
     /// No answer was written; the body error, if any, is answered instead.
     Unanswered(Option<Error>),
@@ -711,6 +728,13 @@ impl<'a> Exchange<'a> {
         Ok((&self.conn.client.stream, early))
     }
 
+    /// Whether the client can have nothing more to send: it asked to close
+    /// (RFC 9112 §9.6: then it sends no further request), its body was read
+    /// to the end, and nothing it sent is still buffered.
+    fn client_done(&self) -> bool {
+        !self.keep_alive && self.body_done() && self.conn.input.is_empty()
+    }
+
     fn ending(&self) -> Ending {
         if self.upgraded {
             return Ending::Upgraded;
@@ -719,12 +743,18 @@ impl<'a> Exchange<'a> {
             return Ending::ClientGone;
         }
         match self.answer {
-            AnswerState::Done { close } => Ending::Answered { close },
+            AnswerState::Done { close } => Ending::Answered {
+                close,
+                client_done: self.client_done(),
+            },
             AnswerState::None => Ending::Unanswered(self.body_error),
             AnswerState::Streaming {
                 framing: StreamFraming::UntilClose,
                 ..
-            } => Ending::Answered { close: true },
+            } => Ending::Answered {
+                close: true,
+                client_done: self.client_done(),
+            },
             AnswerState::Streaming { .. } => Ending::Truncated,
         }
     }

@@ -229,8 +229,8 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
     shared: &Arc<Shared>,
 ) {
     loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
             Err(error) => {
                 if shared.stopping.load(Ordering::SeqCst) {
                     return;
@@ -256,7 +256,7 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
         // Registered at once: a connection not yet picked up by a worker is
         // waiting for its first request too, and may be shed like any.
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(Client::new(stream));
+        let client = Arc::new(Client::new(stream, peer));
         shared.connections().insert(id, Arc::clone(&client));
         dispatch((id, client), handler, shared);
     }
@@ -491,11 +491,15 @@ mod tests {
 
     /// Waits (yielding) until `count` workers wait for a connection.
     fn until_idle_workers(server: &Server, count: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        until_idle_workers_within(server, count, Duration::from_secs(10));
+    }
+
+    fn until_idle_workers_within(server: &Server, count: usize, patience: Duration) {
+        let deadline = std::time::Instant::now() + patience;
         while server.idle_workers() != count {
             assert!(
                 std::time::Instant::now() < deadline,
-                "never {count} idle workers"
+                "never {count} idle workers within {patience:?}"
             );
             thread::yield_now();
         }
@@ -528,6 +532,42 @@ mod tests {
         // connection would show twenty.
         assert_eq!(threads.len(), 1, "threads for 20 sequential connections");
         assert_eq!(server.counters().accepted.load(Ordering::SeqCst), 20);
+    }
+
+    #[test]
+    fn a_client_that_asked_to_close_and_sent_nothing_more_is_not_waited_for() {
+        let server = start(16);
+        let mut stream = TcpStream::connect(server.addr()).expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // The client still holds its end open and says nothing: a lingering
+        // close would keep the worker reading for LINGER_TIMEOUT.
+        until_idle_workers_within(&server, 1, conn::LINGER_TIMEOUT / 2);
+        drop(stream);
+    }
+
+    #[test]
+    fn a_close_with_input_left_unread_lingers_until_the_client_is_done() {
+        let server = start(16);
+        let mut stream = TcpStream::connect(server.addr()).expect("connect");
+        // More bytes after a request that asked to close: closing at once
+        // with them unread would reset the connection under the answer.
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /more HTTP/1.1\r\n")
+            .expect("send");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("the answer arrives whole");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+        assert_eq!(server.idle_workers(), 0, "the worker drains the client");
+        drop(stream);
+        until_idle_workers(&server, 1);
     }
 
     #[test]

@@ -12,6 +12,15 @@
 //! one the acceptor hands off, so a stream of short connections costs no
 //! thread start each.
 //!
+//! **The acceptor only accepts.** std listens with a backlog of 128 and offers
+//! no way to raise it, so a burst of new connections (a load generator opening
+//! a thousand at once, a relay filling its pool) overflows the kernel's queue
+//! unless it is drained at once: an overflowed handshake costs the client a
+//! retransmit a second later. Starting a thread takes far longer than an
+//! `accept`, so threads are started by a second thread, the spawner, for the
+//! connections no idle worker will take; meanwhile they wait, in order, in
+//! user space, where waiting costs nothing but a queue entry.
+//!
 //! A [`Server`] can be killed abruptly, like a crashed process: the listener
 //! closes and every open connection is cut. The node simulator relies on it.
 //!
@@ -68,8 +77,14 @@ pub struct ServerCounters {
 pub struct Server {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    acceptors: Vec<JoinHandle<()>>,
+    spawner: Option<JoinHandle<()>>,
 }
+
+/// Threads accepting on the listener. With two, one of them is usually
+/// running when a burst arrives, even while the other has been preempted by
+/// the worker it just woke (see the module notes on the backlog).
+const ACCEPTORS: usize = 2;
 
 /// How long a worker thread with nothing to serve waits before it ends.
 /// Reusing threads spares a thread start per connection; ending idle ones
@@ -90,6 +105,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Signals a waiting worker that a connection was queued.
     work: Condvar,
+    /// Signals the spawner that a queued connection has no idle worker.
+    spawn: Condvar,
     counters: Arc<ServerCounters>,
 }
 
@@ -101,6 +118,9 @@ type Registered = (u64, Arc<Client>);
 struct Queue {
     waiting: VecDeque<Registered>,
     idle_workers: usize,
+    /// The spawner is waiting to be signalled (else it is starting workers
+    /// and looks at the queue again by itself).
+    spawner_waiting: bool,
 }
 
 impl Shared {
@@ -132,19 +152,35 @@ impl Server {
             open: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
+            spawn: Condvar::new(),
             counters,
         });
-        let acceptor = {
+        let spawner = {
             let shared = Arc::clone(&shared);
             thread::Builder::new()
-                .name(format!("{label}-accept"))
-                .spawn(move || accept_loop(&listener, &handler, &shared))?
+                .name(format!("{label}-spawn"))
+                .spawn(move || spawn_loop(&handler, &shared))?
         };
-        Ok(Server {
+        let mut server = Server {
             addr,
             shared,
-            acceptor: Some(acceptor),
-        })
+            acceptors: Vec::with_capacity(ACCEPTORS),
+            spawner: Some(spawner),
+        };
+        for _ in 0..ACCEPTORS {
+            let started = listener.try_clone().and_then(|listener| {
+                let shared = Arc::clone(&server.shared);
+                thread::Builder::new()
+                    .name(format!("{label}-accept"))
+                    .spawn(move || accept_loop(&listener, &shared))
+            });
+            match started {
+                Ok(acceptor) => server.acceptors.push(acceptor),
+                // Dropping the server stops what was started.
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(server)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -178,14 +214,19 @@ impl Server {
     /// Stops abruptly, like a crash: the listener closes and every open
     /// connection is cut, answered or not. The port is free again on return.
     pub fn kill(&mut self) {
-        let Some(acceptor) = self.acceptor.take() else {
-            return;
-        };
+        let acceptors = std::mem::take(&mut self.acceptors);
         self.shared.stopping.store(true, Ordering::SeqCst);
-        // Wake the acceptor blocked in accept(); it sees the flag and returns,
-        // dropping the listener.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        let _ = acceptor.join();
+        // Wake each acceptor blocked in accept(): it sees the flag and
+        // returns, dropping its handle on the listener.
+        for _ in &acceptors {
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        }
+        for acceptor in acceptors {
+            let _ = acceptor.join();
+        }
+        if let Some(spawner) = self.spawner.take() {
+            stop_spawner(&self.shared, spawner);
+        }
         let queued: Vec<Registered> = self.shared.queue().waiting.drain(..).collect();
         for (id, client) in queued {
             let _ = client.stream.shutdown(Shutdown::Both);
@@ -207,13 +248,13 @@ impl Server {
 
     /// Like [`Server::wait`], for owners that cannot give the server up.
     pub fn join(&mut self) {
-        if let Some(acceptor) = self.acceptor.take() {
+        for acceptor in std::mem::take(&mut self.acceptors) {
             let _ = acceptor.join();
         }
     }
 
     pub fn is_running(&self) -> bool {
-        self.acceptor.is_some()
+        !self.acceptors.is_empty()
     }
 }
 
@@ -223,11 +264,7 @@ impl Drop for Server {
     }
 }
 
-fn accept_loop<H: Handler + Send + Sync + 'static>(
-    listener: &TcpListener,
-    handler: &Arc<H>,
-    shared: &Arc<Shared>,
-) {
+fn accept_loop(listener: &TcpListener, shared: &Shared) {
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -258,7 +295,7 @@ fn accept_loop<H: Handler + Send + Sync + 'static>(
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client::new(stream, peer));
         shared.connections().insert(id, Arc::clone(&client));
-        dispatch((id, client), handler, shared);
+        dispatch((id, client), shared);
     }
 }
 
@@ -286,25 +323,61 @@ fn shed_oldest_waiting(shared: &Shared) -> bool {
     true
 }
 
-/// Hands a new connection to an idle worker, or to a new one if none is
-/// idle. The acceptor does nothing slower than this, so it keeps draining the
-/// listen backlog (128 in std, which cannot be raised without FFI) even when
-/// hundreds of clients connect at once.
-fn dispatch<H: Handler + Send + Sync + 'static>(
+/// Queues a new connection for an idle worker, or, if none is idle, for the
+/// spawner to start one. The acceptor does nothing slower than this, so it
+/// keeps draining the listen backlog (see the module notes).
+fn dispatch(connection: Registered, shared: &Shared) {
+    let mut queue = shared.queue();
+    queue.waiting.push_back(connection);
+    // Each idle worker, woken or not yet, takes one queued connection.
+    let a_worker_will_take_it = queue.idle_workers >= queue.waiting.len();
+    let wake_spawner = !a_worker_will_take_it && queue.spawner_waiting;
+    drop(queue);
+    if a_worker_will_take_it {
+        shared.work.notify_one();
+    } else if wake_spawner {
+        shared.spawn.notify_one();
+    }
+}
+
+/// The spawner: starts a worker for each queued connection that no idle
+/// worker will take, oldest first, until the server stops.
+fn spawn_loop<H: Handler + Send + Sync + 'static>(handler: &Arc<H>, shared: &Arc<Shared>) {
+    let mut queue = shared.queue();
+    loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if queue.waiting.len() <= queue.idle_workers {
+            queue.spawner_waiting = true;
+            queue = shared.spawn.wait(queue).unwrap_or_else(|e| e.into_inner());
+            queue.spawner_waiting = false;
+            continue;
+        }
+        let Some(connection) = queue.waiting.pop_front() else {
+            continue;
+        };
+        drop(queue);
+        start_worker(connection, handler, shared);
+        queue = shared.queue();
+    }
+}
+
+/// Ends the spawner (the server is stopping) and waits for it.
+fn stop_spawner(shared: &Shared, spawner: JoinHandle<()>) {
+    shared.stopping.store(true, Ordering::SeqCst);
+    // Taking the lock orders the flag before the spawner's next look at it.
+    drop(shared.queue());
+    shared.spawn.notify_all();
+    let _ = spawner.join();
+}
+
+/// Starts a worker thread with `connection` as its first.
+fn start_worker<H: Handler + Send + Sync + 'static>(
     connection: Registered,
     handler: &Arc<H>,
     shared: &Arc<Shared>,
 ) {
-    {
-        let mut queue = shared.queue();
-        // Only queue what a waiting worker is sure to take.
-        if queue.idle_workers > queue.waiting.len() {
-            queue.waiting.push_back(connection);
-            drop(queue);
-            shared.work.notify_one();
-            return;
-        }
-    }
     let id = connection.0;
     let handler = Arc::clone(handler);
     let worker_shared = Arc::clone(shared);
@@ -615,6 +688,39 @@ mod tests {
             "the busy one is not cut"
         );
         assert_eq!(server.counters().shed.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn a_burst_of_connections_each_gets_a_thread_of_its_own() {
+        let (arrived, arrivals) = mpsc::channel();
+        let (release, released) = mpsc::channel();
+        let held = Held {
+            arrived: Mutex::new(arrived),
+            release: Mutex::new(released),
+        };
+        let server = start_with(held, 1000);
+        // More at once than std's listen backlog of 128.
+        let mut clients: Vec<TcpStream> = (0..300)
+            .map(|_| TcpStream::connect(server.addr()).expect("connect"))
+            .collect();
+        for client in &mut clients {
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
+        }
+        // Every request is held in its handler at the same time, so each
+        // has a worker: none waits behind another connection.
+        for _ in 0..300 {
+            arrivals.recv().expect("every request reaches the handler");
+        }
+        assert_eq!(server.idle_workers(), 0);
+        for _ in 0..300 {
+            release.send(()).expect("release");
+        }
+        for client in &mut clients {
+            let mut chunk = [0u8; 256];
+            let n = client.read(&mut chunk).expect("answer");
+            assert!(chunk[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        assert_eq!(server.counters().accepted.load(Ordering::SeqCst), 300);
     }
 
     #[test]

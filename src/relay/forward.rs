@@ -683,10 +683,13 @@ fn attempt(
     exchange: &mut Exchange<'_>,
     read_timeout: Duration,
 ) -> Result<Option<u16>, Failure> {
-    let (mut upstream, reused) = match backend.pool.take_or_connect(backend.addr) {
-        Ok(taken) => taken,
-        Err(error) if is_local(&error) => return Err(Failure::Local(error)),
-        Err(error) => return Err(Failure::Connect(error)),
+    let (mut upstream, reused) = match backend.pool.take() {
+        Some(upstream) => (upstream, true),
+        None => match backend.pool.connect(backend.addr) {
+            Ok(upstream) => (upstream, false),
+            Err(error) if is_local(&error) => return Err(Failure::Local(error)),
+            Err(error) => return Err(Failure::Connect(error)),
+        },
     };
     let to_head = out.request.is_head();
     let sent_whole = send_request(&mut upstream, out, peer, backend.addr, exchange)?;

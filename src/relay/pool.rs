@@ -16,15 +16,6 @@
 //! single system call on the request's path; the switch back to blocking
 //! happens once the request is written, while the node is working on it.
 //!
-//! **Connects come a few at a time.** A node accepts from a queue of 128
-//! (std's listen backlog). A burst of requests that finds the pool empty (a
-//! thousand clients arriving at once, a pool emptied by its idle timeout)
-//! would connect all at once and overflow that queue, and every handshake
-//! lost there costs its request a second (the SYN retransmit). So at most
-//! [`MAX_CONNECTING_PER_NODE`] connects to a node are in progress; the
-//! requests beyond wait for one of them to finish or for a connection to
-//! come back to the pool, whichever is first.
-//!
 //! **Idle ones do not linger.** A connection idle for [`IDLE_TIMEOUT`] is
 //! closed, well before a node's own 15 s limit, so the relay never holds
 //! sockets the node has given up on (they would sit in `CLOSE-WAIT`).
@@ -33,7 +24,7 @@ use crate::http::upstream::{Peek, Upstream};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Most idle connections kept per node; beyond it, returned connections close.
@@ -48,9 +39,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// same bound as waiting for its answer).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Most connects to one node in progress at once (see the module notes).
-pub const MAX_CONNECTING_PER_NODE: usize = 32;
-
 /// An idle connection older than this is closed: under the 15 s after which
 /// nodes close idle connections themselves, so the relay closes first.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,21 +49,10 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle connections to one node, the connects in progress and the
-/// requests waiting for either.
-#[derive(Default)]
-struct State {
-    idle: Vec<Idle>,
-    connecting: usize,
-    waiting: usize,
-}
-
 /// The idle connections to one node, and how many were ever opened.
 #[derive(Default)]
 pub struct Pool {
-    state: Mutex<State>,
-    /// Signals a waiting request that a connection came back or a connect ended.
-    changed: Condvar,
+    idle: Mutex<Vec<Idle>>,
     opened: AtomicU64,
     /// Idle connections dropped at reuse because the node had closed them
     /// or written to them unasked.
@@ -87,63 +64,8 @@ impl Pool {
         Pool::default()
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A quiet idle connection (`true`: reused) or a new one to `addr`,
-    /// connecting only while fewer than [`MAX_CONNECTING_PER_NODE`] connects
-    /// are in progress; otherwise waits for a connection to come back or a
-    /// connect to end, for [`CONNECT_TIMEOUT`] at most.
-    pub fn take_or_connect(&self, addr: SocketAddr) -> io::Result<(Upstream, bool)> {
-        self.take_or_connect_with(|| self.connect(addr))
-    }
-
-    fn take_or_connect_with(
-        &self,
-        connect: impl FnOnce() -> io::Result<Upstream>,
-    ) -> io::Result<(Upstream, bool)> {
-        let deadline = Instant::now() + CONNECT_TIMEOUT;
-        loop {
-            if let Some(upstream) = self.take() {
-                return Ok((upstream, true));
-            }
-            let mut state = self.state();
-            if !state.idle.is_empty() {
-                continue;
-            }
-            if state.connecting < MAX_CONNECTING_PER_NODE {
-                state.connecting += 1;
-                drop(state);
-                let connected = connect();
-                let mut state = self.state();
-                state.connecting -= 1;
-                let wake = state.waiting > 0;
-                drop(state);
-                if wake {
-                    self.changed.notify_one();
-                }
-                return connected.map(|upstream| (upstream, false));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "waited too long for a connection to the node",
-                ));
-            }
-            state.waiting += 1;
-            let (mut state, _) = self
-                .changed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner());
-            state.waiting -= 1;
-        }
-    }
-
-    /// Requests waiting for a connection to this node right now.
-    pub fn waiting(&self) -> usize {
-        self.state().waiting
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A quiet idle connection, if any: the newest one that is still open,
@@ -152,11 +74,11 @@ impl Pool {
         let now = Instant::now();
         loop {
             let idle = {
-                let mut state = self.state();
-                let newest = state.idle.pop()?;
+                let mut idle = self.idle();
+                let newest = idle.pop()?;
                 if now.duration_since(newest.since) >= IDLE_TIMEOUT {
                     // The rest are older still.
-                    state.idle.clear();
+                    idle.clear();
                     return None;
                 }
                 newest
@@ -176,17 +98,12 @@ impl Pool {
         if upstream.park().is_err() {
             return;
         }
-        let mut state = self.state();
-        if state.idle.len() < MAX_IDLE_PER_NODE {
-            state.idle.push(Idle {
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE_PER_NODE {
+            idle.push(Idle {
                 upstream,
                 since: Instant::now(),
             });
-        }
-        let wake = state.waiting > 0;
-        drop(state);
-        if wake {
-            self.changed.notify_one();
         }
     }
 
@@ -200,12 +117,10 @@ impl Pool {
 
     /// Closes connections idle for [`IDLE_TIMEOUT`] or longer; returns how many.
     pub fn evict_idle(&self, now: Instant) -> usize {
-        let mut state = self.state();
-        let before = state.idle.len();
-        state
-            .idle
-            .retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
-        before - state.idle.len()
+        let mut idle = self.idle();
+        let before = idle.len();
+        idle.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT);
+        before - idle.len()
     }
 
     /// Connections opened to this node since the relay started.
@@ -220,12 +135,12 @@ impl Pool {
 
     /// Idle connections right now.
     pub fn idle_count(&self) -> usize {
-        self.state().idle.len()
+        self.idle().len()
     }
 
     /// Closes every idle connection (the node was killed or removed).
     pub fn clear(&self) {
-        self.state().idle.clear();
+        self.idle().clear();
     }
 }
 
@@ -234,55 +149,6 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::TcpListener;
-
-    #[test]
-    fn connects_beyond_the_limit_wait_and_take_a_connection_given_back() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let pool = Pool::new();
-        let given_back = pool.connect(addr).expect("connect");
-        let (entered, entries) = std::sync::mpsc::channel();
-        let (go, gate) = std::sync::mpsc::channel::<()>();
-        let gate = Mutex::new(gate);
-        std::thread::scope(|scope| {
-            // The limit's worth of connects, each held inside its connect…
-            let connecting: Vec<_> = (0..MAX_CONNECTING_PER_NODE)
-                .map(|_| {
-                    let entered = entered.clone();
-                    let (pool, gate) = (&pool, &gate);
-                    scope.spawn(move || {
-                        pool.take_or_connect_with(|| {
-                            entered.send(()).expect("entered");
-                            let _ = gate.lock().expect("gate").recv();
-                            pool.connect(addr)
-                        })
-                    })
-                })
-                .collect();
-            for _ in 0..MAX_CONNECTING_PER_NODE {
-                entries.recv().expect("a connect began");
-            }
-            // …so one more request waits instead of connecting…
-            let extra =
-                scope.spawn(|| pool.take_or_connect_with(|| panic!("connected past the limit")));
-            while pool.waiting() != 1 {
-                std::thread::yield_now();
-            }
-            // …and takes the connection that comes back first.
-            pool.put(given_back);
-            let (_, reused) = extra.join().expect("no connect").expect("taken");
-            assert!(reused);
-            for _ in 0..MAX_CONNECTING_PER_NODE {
-                go.send(()).expect("release");
-            }
-            for connect in connecting {
-                let (_, reused) = connect.join().expect("joined").expect("connected");
-                assert!(!reused);
-            }
-        });
-        assert_eq!(pool.waiting(), 0);
-        assert_eq!(pool.opened(), 1 + MAX_CONNECTING_PER_NODE as u64);
-    }
 
     #[test]
     fn connections_are_reused_last_in_first_out_and_counted() {

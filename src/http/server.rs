@@ -501,6 +501,20 @@ mod tests {
         release: Mutex<mpsc::Receiver<()>>,
     }
 
+    impl Held {
+        /// The handler, the arrivals it reports, and the sender that lets
+        /// one held request go.
+        fn new() -> (Held, mpsc::Receiver<()>, mpsc::Sender<()>) {
+            let (arrived, arrivals) = mpsc::channel();
+            let (release, released) = mpsc::channel();
+            let held = Held {
+                arrived: Mutex::new(arrived),
+                release: Mutex::new(released),
+            };
+            (held, arrivals, release)
+        }
+    }
+
     impl Handler for Held {
         fn handle(&self, _request: Request, _peer: SocketAddr) -> Response {
             let _ = self.arrived.lock().expect("lock").send(());
@@ -666,12 +680,7 @@ mod tests {
 
     #[test]
     fn at_the_limit_with_every_connection_busy_the_next_gets_503() {
-        let (arrived, arrivals) = mpsc::channel();
-        let (release, released) = mpsc::channel();
-        let held = Held {
-            arrived: Mutex::new(arrived),
-            release: Mutex::new(released),
-        };
+        let (held, arrivals, release) = Held::new();
         let server = start_with(held, 1);
         let mut busy = TcpStream::connect(server.addr()).expect("connect");
         busy.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("send");
@@ -692,12 +701,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_connections_each_gets_a_thread_of_its_own() {
-        let (arrived, arrivals) = mpsc::channel();
-        let (release, released) = mpsc::channel();
-        let held = Held {
-            arrived: Mutex::new(arrived),
-            release: Mutex::new(released),
-        };
+        let (held, arrivals, release) = Held::new();
         let server = start_with(held, 1000);
         // More at once than std's listen backlog of 128.
         let mut clients: Vec<TcpStream> = (0..300)

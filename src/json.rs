@@ -12,7 +12,7 @@
 //! The writer emits compact JSON (no insignificant whitespace) that this
 //! parser reads back to an equal [`Value`]. Answers assembled field by field
 //! (a node's `/health` and `/stats`, the relay's status and events) use
-//! [`Object`] and [`array`], which place the quotes, escapes and commas.
+//! [`Object`] and [`array`](fn@array), which place the quotes, escapes and commas.
 
 use std::collections::HashSet;
 use std::fmt;

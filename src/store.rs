@@ -1,4 +1,4 @@
-//! The only user of `rusqlite` (with its [`writer`] submodule): schema,
+//! The only user of `rusqlite` (with its `writer` submodule): schema,
 //! booking CRUD, keyset paging, idempotency keys, and the change log that
 //! keeps node caches coherent.
 //!
@@ -20,7 +20,7 @@
 //!   memory without touching the file) and, only if so, reads the ids logged
 //!   since its position. Nodes drop exactly those ids from their caches. The
 //!   "did anyone commit" test itself is one `pread` of the WAL-index header
-//!   ([`WalIndexWatch`]), with the PRAGMA as its fallback.
+//!   (`WalIndexWatch`), with the PRAGMA as its fallback.
 //!
 //! # Group commit
 //!
@@ -31,7 +31,7 @@
 //! write that needed 50 µs could wait 10 ms, and those waits set the p99.
 //!
 //! So writes (create, with or without an idempotency key, update, delete) go
-//! to one **writer thread** per database file per process ([`writer`]), which
+//! to one **writer thread** per database file per process (`writer`), which
 //! owns the one connection that writes. Request threads queue their write and
 //! wait. The writer takes everything queued (at most [`MAX_BATCH_WRITES`]
 //! writes and [`MAX_BATCH_BYTES`] bytes), runs it as **one `IMMEDIATE`
@@ -402,7 +402,7 @@ impl WalIndexWatch {
 
 impl ChangeFeed {
     /// What was committed since the last poll. When nothing was, this costs
-    /// one `pread` of the WAL-index header ([`WalIndexWatch`]).
+    /// one `pread` of the WAL-index header (`WalIndexWatch`).
     pub fn poll(&mut self) -> Result<Changes, Error> {
         let header = self.wal_index.as_ref().and_then(WalIndexWatch::read);
         if let (Some(header), Some(watch)) = (&header, &self.wal_index) {

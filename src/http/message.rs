@@ -73,7 +73,7 @@ pub struct Header {
     pub value: String,
 }
 
-/// A parsed request. The body is empty until [`conn`] has read it.
+/// A parsed request. The body is empty until [`conn`](super::conn) has read it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub method: String,
@@ -131,7 +131,7 @@ pub struct ResponseHead {
 }
 
 /// A response to write. `Content-Length` and `Connection` are added by
-/// [`write::write_response`]; handlers set everything else.
+/// [`write_response`](super::write::write_response); handlers set everything else.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,

@@ -6,7 +6,7 @@
 //! connection can carry any number of requests and never waits on a clock.
 //!
 //! - [`parse`]: bytes to request heads and chunked bodies. Pure, no sockets.
-//! - [`write`]: responses back to bytes. Pure.
+//! - [`write`](mod@write): responses back to bytes. Pure.
 //! - [`conn`]: one client socket: buffering, keep-alive, pipelining, half-close,
 //!   timeouts and `Expect: 100-continue`. It knows no routes: a [`conn::Handler`] does.
 //! - [`upstream`]: the client side, one connection to a server: request heads

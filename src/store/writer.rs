@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 /// only lengthens that wait.
 pub const MAX_BATCH_WRITES: usize = 256;
 
-/// Most bytes of booking data (estimated, see [`Write::bytes`]) in one batch.
+/// Most bytes of booking data (estimated, see `Write::bytes`) in one batch.
 ///
 /// Bounds the WAL growth of one transaction and the time the lock is held
 /// when writes are large (long `special_requests`, idempotent creates that

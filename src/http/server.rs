@@ -564,32 +564,34 @@ mod tests {
         }
     }
 
-    /// Waits (yielding) until `count` connections wait for a request.
-    fn until_waiting(server: &Server, count: usize) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while server.waiting_connections() != count {
+    /// Waits (yielding) until `holds`, for `patience` at most.
+    fn until(what: &str, patience: Duration, holds: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + patience;
+        while !holds() {
             assert!(
                 std::time::Instant::now() < deadline,
-                "never {count} waiting"
+                "never {what} within {patience:?}"
             );
             thread::yield_now();
         }
     }
 
-    /// Waits (yielding) until `count` workers wait for a connection.
+    /// Waits until `count` connections wait for a request.
+    fn until_waiting(server: &Server, count: usize) {
+        until(&format!("{count} waiting"), Duration::from_secs(10), || {
+            server.waiting_connections() == count
+        });
+    }
+
+    /// Waits until `count` workers wait for a connection.
     fn until_idle_workers(server: &Server, count: usize) {
         until_idle_workers_within(server, count, Duration::from_secs(10));
     }
 
     fn until_idle_workers_within(server: &Server, count: usize, patience: Duration) {
-        let deadline = std::time::Instant::now() + patience;
-        while server.idle_workers() != count {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "never {count} idle workers within {patience:?}"
-            );
-            thread::yield_now();
-        }
+        until(&format!("{count} idle workers"), patience, || {
+            server.idle_workers() == count
+        });
     }
 
     fn close_request(addr: SocketAddr) -> String {

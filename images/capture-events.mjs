@@ -18,8 +18,9 @@
 //
 // Steps: loads /_relay/ before the kill, waits (DOM state, no fixed sleep)
 // until its log holds a kill, a down, a revive and an up of one node, in that
-// order, then screenshots. Exits 1 if that does not happen within 30 s or the
-// page logged an error.
+// order, then screenshots and checks for 8 s that no rate on the page passes
+// 100% (a revived node's counters start again). Exits 1 if that does not
+// happen within 30 s, a rate passes 100%, or the page logged an error.
 
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -63,7 +64,15 @@ try {
     }
     return false;
   }, null, { timeout: 30000, polling: 200 });
-  await page.screenshot({ path: join(out, "dashboard-events.png") });
+  // A revived node's cache counters start again from zero: no hit rate on
+  // the page may pass 100% in the seconds after the revive (8 s of samples).
+  for (let i = 0; i < 16; i++) {
+    const shown = await page.locator("#nodes, .tile").allTextContents();
+    for (const pct of shown.join(" ").match(/[\d.]+%/g) || [])
+      if (parseFloat(pct) > 100) problems.push(`a rate above 100% on the page: ${pct}`);
+    if (i === 0) await page.screenshot({ path: join(out, "dashboard-events.png") });
+    await page.waitForTimeout(500);
+  }
   console.log("event log: " + JSON.stringify(await page.locator("#log li").allTextContents()));
 } catch (e) {
   problems.push(e.message);

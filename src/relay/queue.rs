@@ -12,9 +12,14 @@
 //! How: a request asks for a slot at the node its balancer picked ([`Queue::try_take`], a
 //! compare-and-swap on the node's in-flight count, so the cap is never passed). When every
 //! node it may use is full, or others already wait, it joins the line ([`Ticket`]) and parks.
-//! A freed slot ([`Slot`]'s drop) gives a turn to the longest-waiting request without one and
-//! wakes it; that request picks again (and if another took the slot first, waits on in its
-//! place). A request that waits longer than the queue's timeout gets a 503.
+//! A freed slot ([`Slot`]'s drop) takes the longest-waiting request out of the line, gives it a
+//! turn and wakes it; that request picks again, and if another took the slot first, goes back
+//! to the front of the line. A request that waits longer than the queue's timeout gets a 503.
+//!
+//! Cost: with the line formed, every request parks once and is woken once, on top of the two
+//! waits each request has anyway (for its client and for its node). So the hand-off does as
+//! little as it can: the freed slot's thread holds the line's lock only to pop one entry, and
+//! wakes the waiter after letting go of it; a request that got its turn leaves without the lock.
 //!
 //! Pure mechanism: which nodes are full and what to do on a timeout are the caller's
 //! (`forward.rs`).
@@ -36,20 +41,34 @@ pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Queue {
     cap: Option<u64>,
     timeout: Duration,
-    line: Mutex<VecDeque<Arc<Waiter>>>,
-    /// The line's length, read without the lock on every finished request.
-    waiting: AtomicUsize,
+    line: Mutex<Line>,
+    /// Requests in the line, read without the lock on every finished request.
+    in_line: AtomicUsize,
+    /// Requests taken out of the line with a turn that have not yet been admitted or gone
+    /// back: they still wait, and newcomers line up behind them.
+    turns_out: AtomicUsize,
     /// Requests that had to wait, ever.
     waited: AtomicU64,
     /// Requests that waited [`Queue::timeout`] in vain.
     timeouts: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct Line {
+    waiters: VecDeque<Arc<Waiter>>,
+    /// Slots freed while the line was empty but turns were out: if the turn's holder loses
+    /// its race and comes back, it tries again at once instead of waiting for a slot that is
+    /// already free. Bounded by the slots that can be free at once.
+    spare: u64,
+}
+
 #[derive(Debug)]
 struct Waiter {
     thread: Thread,
-    /// Set with the line locked when this waiter is at the front and a slot may be free.
+    /// Given (with the line locked) when this waiter is taken out of the line.
     turn: AtomicBool,
+    /// Whether this waiter is in [`Line::waiters`]; changed only with the line locked.
+    queued: AtomicBool,
 }
 
 /// The figures of a queue, for status and metrics.
@@ -66,6 +85,9 @@ pub struct QueueStats {
 pub struct Ticket<'q> {
     queue: &'q Queue,
     waiter: Option<Arc<Waiter>>,
+    /// This request has used a turn (counted in [`Queue::turns_out`]) and not yet been
+    /// admitted or gone back into the line.
+    holds_turn: bool,
 }
 
 /// A slot at a node: the request counts as in flight there until this is dropped, and then the
@@ -87,8 +109,9 @@ impl Queue {
         Queue {
             cap: cap.map(|c| c.max(1) as u64),
             timeout,
-            line: Mutex::new(VecDeque::new()),
-            waiting: AtomicUsize::new(0),
+            line: Mutex::new(Line::default()),
+            in_line: AtomicUsize::new(0),
+            turns_out: AtomicUsize::new(0),
             waited: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
         }
@@ -107,16 +130,21 @@ impl Queue {
         self.cap.is_some_and(|cap| in_flight >= cap)
     }
 
+    /// Requests waiting: in line, or out of it with a turn not yet used.
+    fn waiting(&self) -> usize {
+        self.in_line.load(Ordering::SeqCst) + self.turns_out.load(Ordering::SeqCst)
+    }
+
     pub fn stats(&self) -> QueueStats {
         QueueStats {
             cap: self.cap,
-            waiting: self.waiting.load(Ordering::Relaxed),
+            waiting: self.waiting(),
             waited: self.waited.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Arc<Waiter>>> {
+    fn lock(&self) -> MutexGuard<'_, Line> {
         // The line is valid after any panic: entries are whole.
         self.line.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -138,15 +166,38 @@ impl Queue {
         Ticket {
             queue: self,
             waiter: None,
+            holds_turn: false,
         }
     }
 
-    /// Gives a turn to the longest-waiting request that has none yet, and wakes it: each freed
-    /// slot wakes a different waiter, so that slots freed together are taken in parallel rather
-    /// than handed down the line one wake-up at a time.
-    fn wake_next(line: &VecDeque<Arc<Waiter>>) {
-        if let Some(next) = line.iter().find(|w| !w.turn.load(Ordering::SeqCst)) {
-            next.turn.store(true, Ordering::SeqCst);
+    /// Takes the longest-waiting request out of the line and gives it a turn; the caller wakes
+    /// it once the lock is let go. Each freed slot so takes out a different waiter, so that
+    /// slots freed together are taken in parallel rather than handed down the line one wake-up
+    /// at a time. With nobody in line, the slot is kept as a spare for a turn that comes back.
+    fn next_turn(&self, line: &mut Line) -> Option<Arc<Waiter>> {
+        match line.waiters.pop_front() {
+            Some(next) => {
+                self.in_line.store(line.waiters.len(), Ordering::SeqCst);
+                self.turns_out.fetch_add(1, Ordering::SeqCst);
+                // The turn before leaving the line: a waiter that sees itself out of the line
+                // without the lock sees its turn too.
+                next.turn.store(true, Ordering::SeqCst);
+                next.queued.store(false, Ordering::SeqCst);
+                Some(next)
+            }
+            None => {
+                if self.turns_out.load(Ordering::SeqCst) > 0 {
+                    line.spare = (line.spare + 1).min(self.cap.unwrap_or(1));
+                }
+                None
+            }
+        }
+    }
+
+    /// Gives the next turn and wakes its holder, outside the lock.
+    fn pass_turn(&self) {
+        let next = self.next_turn(&mut self.lock());
+        if let Some(next) = next {
             next.thread.unpark();
         }
     }
@@ -156,14 +207,14 @@ impl Ticket<'_> {
     /// Whether this request must queue before it picks: others are waiting and it is not the
     /// one whose turn it is. Without a cap, never.
     pub fn behind_others(&self) -> bool {
-        self.queue.cap.is_some()
-            && self.waiter.is_none()
-            && self.queue.waiting.load(Ordering::SeqCst) > 0
+        self.queue.cap.is_some() && self.waiter.is_none() && self.queue.waiting() > 0
     }
 
-    /// Joins the line (if not in it yet) and parks until this request is at the front with a
-    /// turn, or until `deadline`. A request that joins an empty line has its turn at once, so
-    /// a slot freed just before it joined is not missed.
+    /// Joins the line (if not in it yet; at its front if it comes back from a turn whose slot
+    /// another request took) and parks until it is given a turn, or until `deadline`. A request
+    /// that finds the line empty and no turn out has its turn at once, and so does one that
+    /// comes back while a spare slot is recorded, so that a slot freed just before it joined is
+    /// not missed.
     pub fn wait(&mut self, deadline: Instant) -> Result<(), TimedOut> {
         let queue = self.queue;
         let waiter = match &self.waiter {
@@ -172,20 +223,42 @@ impl Ticket<'_> {
                 let waiter = Arc::new(Waiter {
                     thread: thread::current(),
                     turn: AtomicBool::new(false),
+                    queued: AtomicBool::new(false),
                 });
-                let mut line = queue.lock();
-                line.push_back(Arc::clone(&waiter));
-                queue.waiting.store(line.len(), Ordering::SeqCst);
-                if line.len() == 1 {
-                    waiter.turn.store(true, Ordering::SeqCst);
-                }
                 queue.waited.fetch_add(1, Ordering::Relaxed);
                 self.waiter = Some(Arc::clone(&waiter));
                 waiter
             }
         };
+        if !waiter.queued.load(Ordering::SeqCst) && !waiter.turn.load(Ordering::SeqCst) {
+            let mut line = queue.lock();
+            let coming_back = std::mem::take(&mut self.holds_turn);
+            if coming_back {
+                queue.turns_out.fetch_sub(1, Ordering::SeqCst);
+            }
+            let at_once = if coming_back {
+                line.spare > 0
+            } else {
+                line.waiters.is_empty()
+                    && (line.spare > 0 || queue.turns_out.load(Ordering::SeqCst) == 0)
+            };
+            if at_once {
+                line.spare = line.spare.saturating_sub(1);
+                queue.turns_out.fetch_add(1, Ordering::SeqCst);
+                self.holds_turn = true;
+                return Ok(());
+            }
+            if coming_back {
+                line.waiters.push_front(Arc::clone(&waiter));
+            } else {
+                line.waiters.push_back(Arc::clone(&waiter));
+            }
+            waiter.queued.store(true, Ordering::SeqCst);
+            queue.in_line.store(line.waiters.len(), Ordering::SeqCst);
+        }
         loop {
             if waiter.turn.swap(false, Ordering::SeqCst) {
+                self.holds_turn = true;
                 return Ok(());
             }
             let now = Instant::now();
@@ -203,16 +276,39 @@ impl Ticket<'_> {
             return;
         };
         let queue = self.queue;
-        let mut line = queue.lock();
-        line.retain(|w| !Arc::ptr_eq(w, &waiter));
-        queue.waiting.store(line.len(), Ordering::SeqCst);
-        if waiter.turn.load(Ordering::SeqCst) {
-            Queue::wake_next(&line);
+        let mut pass_on = std::mem::take(&mut self.holds_turn);
+        if pass_on {
+            queue.turns_out.fetch_sub(1, Ordering::SeqCst);
+        }
+        if waiter.queued.load(Ordering::SeqCst) || waiter.turn.load(Ordering::SeqCst) {
+            // Still in line, or given a turn it never saw: settle it with the line locked, as
+            // a freed slot might be handing it a turn right now.
+            let mut line = queue.lock();
+            if waiter.queued.swap(false, Ordering::SeqCst) {
+                line.waiters.retain(|w| !Arc::ptr_eq(w, &waiter));
+                queue.in_line.store(line.waiters.len(), Ordering::SeqCst);
+            }
+            if waiter.turn.swap(false, Ordering::SeqCst) {
+                queue.turns_out.fetch_sub(1, Ordering::SeqCst);
+                pass_on = true;
+            }
+            if pass_on {
+                let next = queue.next_turn(&mut line);
+                drop(line);
+                if let Some(next) = next {
+                    next.thread.unpark();
+                }
+            }
+        } else if pass_on {
+            queue.pass_turn();
         }
     }
 
-    /// The request got its slot: out of the line (its turn was used).
+    /// The request got its slot: it stops waiting (its turn was used), without the lock.
     pub fn admitted(mut self) {
+        if std::mem::take(&mut self.holds_turn) {
+            self.queue.turns_out.fetch_sub(1, Ordering::SeqCst);
+        }
         self.leave();
     }
 }
@@ -226,8 +322,11 @@ impl Drop for Ticket<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         drop(self.in_flight.take());
-        if self.queue.waiting.load(Ordering::SeqCst) > 0 {
-            Queue::wake_next(&self.queue.lock());
+        // The freed slot is visible before the line is looked at, as a request about to join
+        // counts itself before it tries for a slot.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.queue.waiting() > 0 {
+            self.queue.pass_turn();
         }
     }
 }
@@ -323,6 +422,111 @@ mod tests {
         assert_eq!(order, [0, 1, 2, 3]);
         assert_eq!(queue.stats().waiting, 0);
         assert_eq!(queue.stats().waited, 4);
+    }
+
+    /// A deadline that has passed: `wait` then only looks, it never parks.
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    #[test]
+    fn a_turn_whose_slot_was_taken_goes_back_to_the_front_of_the_line() {
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let node = counter();
+        let held = queue.try_take(&node).expect("slot");
+        let mut first = queue.ticket();
+        assert_eq!(first.wait(now()), Ok(()), "an empty line: a turn at once");
+        let mut second = queue.ticket();
+        assert_eq!(second.wait(now()), Err(TimedOut), "a turn is out: in line");
+        // `first` lost its race for the slot: it goes back, ahead of `second`.
+        assert_eq!(first.wait(now()), Err(TimedOut));
+        assert_eq!(queue.stats().waiting, 2);
+        drop(held);
+        assert_eq!(second.wait(now()), Err(TimedOut), "not second's turn");
+        assert_eq!(
+            first.wait(now()),
+            Ok(()),
+            "the freed slot's turn is first's"
+        );
+        first.admitted();
+        assert_eq!(queue.stats().waiting, 1);
+    }
+
+    #[test]
+    fn a_turn_given_to_a_request_that_gave_up_passes_to_the_next() {
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let node = counter();
+        let held = queue.try_take(&node).expect("slot");
+        let mut first = queue.ticket();
+        assert_eq!(first.wait(now()), Ok(()));
+        assert_eq!(
+            first.wait(now()),
+            Err(TimedOut),
+            "back in line, at the front"
+        );
+        let mut second = queue.ticket();
+        assert_eq!(second.wait(now()), Err(TimedOut));
+        drop(held); // the turn goes to `first`, which leaves without seeing it
+        drop(first);
+        assert_eq!(second.wait(now()), Ok(()), "the unused turn passed on");
+        second.admitted();
+        assert_eq!(queue.stats().waiting, 0);
+    }
+
+    #[test]
+    fn a_slot_freed_while_a_turn_is_out_is_not_missed() {
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let node = counter();
+        let held = queue.try_take(&node).expect("slot");
+        let mut ticket = queue.ticket();
+        assert_eq!(ticket.wait(now()), Ok(()));
+        // The slot is freed while the turn's holder is out of the line (as if after its
+        // failed try): nobody is in line to hand it to.
+        drop(held);
+        assert_eq!(
+            ticket.wait(now()),
+            Ok(()),
+            "coming back, the holder tries again at once"
+        );
+        assert!(queue.try_take(&node).is_some());
+    }
+
+    #[test]
+    fn under_contention_every_request_gets_a_slot_and_the_cap_holds() {
+        const THREADS: usize = 16;
+        const REQUESTS: usize = 300;
+        let queue = Queue::new(Some(2), Duration::from_secs(30));
+        let node = counter();
+        let most = AtomicU64::new(0);
+        thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for _ in 0..REQUESTS {
+                        // The same steps as the relay's forward path.
+                        let mut ticket = queue.ticket();
+                        let deadline = Instant::now() + queue.timeout();
+                        let slot = loop {
+                            if ticket.behind_others() {
+                                ticket.wait(deadline).expect("a turn within the timeout");
+                            }
+                            if let Some(slot) = queue.try_take(&node) {
+                                break slot;
+                            }
+                            ticket.wait(deadline).expect("a turn within the timeout");
+                        };
+                        ticket.admitted();
+                        most.fetch_max(node.load(Ordering::SeqCst), Ordering::SeqCst);
+                        thread::yield_now();
+                        drop(slot);
+                    }
+                });
+            }
+        });
+        assert!(most.load(Ordering::SeqCst) <= 2, "the cap was passed");
+        assert_eq!(node.load(Ordering::SeqCst), 0);
+        let stats = queue.stats();
+        assert_eq!((stats.waiting, stats.timeouts), (0, 0));
+        assert!(stats.waited > 0, "nobody ever waited: no contention tested");
     }
 
     #[test]

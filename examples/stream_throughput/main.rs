@@ -10,29 +10,35 @@
 //! `/proc/self/status`, Linux only) grew during the relayed downloads. The
 //! server and the client hold fixed buffers, so that growth is the relay's.
 //!
+//! With `--proxies` it compares the relay with HAProxy and nginx instead:
+//! one nginx serves a sparse `--mib` MiB file with sendfile, and the same
+//! nginx (a second server block), a HAProxy and the relay each proxy to it.
+//! The file is downloaded through each proxy one at a time, in 3 interleaved
+//! rounds whose order rotates so that drift hits all three alike, then
+//! `--parallel` at once (MiB/s = K × size / wall time of all K), 3 rounds
+//! again. It prints every MiB/s, the medians, the relay's ratio to HAProxy's
+//! and nginx's, the relay's peak resident memory growth over its own
+//! downloads, and the acceptance verdicts (≥ 0.9× HAProxy for both, growth
+//! ≤ 16 MiB). It needs `nginx` and `haproxy` on PATH (`apt-get install -y
+//! nginx-light haproxy`), and starts and stops its own of each, with their
+//! configs and logs in a temporary directory.
+//!
 //! ```sh
 //! cargo run --release --example stream_throughput                   # 300 MiB, then 4 at once
 //! cargo run --release --example stream_throughput -- --mib 64 --parallel 8
+//! cargo run --release --example stream_throughput -- --proxies      # vs HAProxy and nginx
 //! ```
+
+mod client;
+mod proxies;
 
 use bookrelay::cli::RelayConfig;
 use bookrelay::launch;
+use client::{measure, status_kib, BLOCK_BYTES};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::thread;
-use std::time::{Duration, Instant};
-
-/// What the server writes per call, and what the client reads per call.
-const BLOCK_BYTES: usize = 64 * 1024;
-
-const MIB: f64 = 1024.0 * 1024.0;
-
-fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
 
 /// Serves `GET /bytes/N` (N bytes, keep-alive) and `200 ok` for anything else.
 fn start_server() -> SocketAddr {
@@ -84,91 +90,52 @@ fn serve(mut stream: TcpStream) {
     }
 }
 
-/// One download; returns the time to its first body byte.
-fn download(addr: SocketAddr, bytes: u64) -> Result<Duration, String> {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    stream
-        .write_all(format!("GET /bytes/{bytes} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut buffer = vec![0u8; BLOCK_BYTES];
-    let mut head = Vec::new();
-    let mut body = 0u64;
-    let mut first_byte = None;
-    loop {
-        let n = stream.read(&mut buffer).map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err(format!("closed after {body} of {bytes} body bytes"));
-        }
-        if first_byte.is_none() {
-            head.extend_from_slice(&buffer[..n]);
-            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
-                continue;
-            };
-            if !head.starts_with(b"HTTP/1.1 200") {
-                return Err(String::from_utf8_lossy(&head).into_owned());
-            }
-            body = (head.len() - end - 4) as u64;
-            first_byte = Some(started.elapsed());
-        } else {
-            body += n as u64;
-        }
-        if body >= bytes {
-            return Ok(first_byte.unwrap_or_default());
-        }
-    }
-}
+const USAGE: &str = "\
+usage: stream_throughput [--mib N] [--parallel K] [--proxies]
 
-/// `parallel` downloads at once; MiB/s over all, and the slowest first byte.
-fn measure(addr: SocketAddr, bytes: u64, parallel: usize) -> Result<(f64, Duration), String> {
-    let started = Instant::now();
-    let runs: Vec<_> = (0..parallel)
-        .map(|_| thread::spawn(move || download(addr, bytes)))
-        .collect();
-    let mut first = Duration::ZERO;
-    for run in runs {
-        let first_byte = run
-            .join()
-            .map_err(|_| "a download panicked".to_string())??;
-        first = first.max(first_byte);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    Ok((bytes as f64 * parallel as f64 / MIB / seconds, first))
-}
+  --mib N        size of each download in MiB [default: 300]
+  --parallel K   how many downloads run at once in the second part [default: 4]
+  --proxies      compare the relay with HAProxy and nginx as proxies in front of
+                 an nginx file server (needs nginx and haproxy on PATH), instead
+                 of the relay with a direct download from an in-process server
+  -h, --help     print this and exit";
 
 struct Options {
     mib: u64,
     parallel: usize,
+    proxies: bool,
+    help: bool,
 }
 
 fn options() -> Result<Options, String> {
     let mut options = Options {
         mib: 300,
         parallel: 4,
+        proxies: false,
+        help: false,
     };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let value = args
-            .get(i + 1)
-            .ok_or(format!("{} needs a value", args[i]))?;
-        let number: u64 = value
-            .parse()
-            .map_err(|_| format!("{} needs a whole number, got '{value}'", args[i]))?;
-        match args[i].as_str() {
-            "--mib" if number > 0 => options.mib = number,
-            "--parallel" if number > 0 => options.parallel = number as usize,
-            "--mib" | "--parallel" => return Err(format!("{} must be at least 1", args[i])),
-            other => {
-                return Err(format!(
-                    "unknown option {other} (try --mib N, --parallel K)"
-                ))
-            }
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--mib" => options.mib = positive_number(&arg, args.next())?,
+            "--parallel" => options.parallel = positive_number(&arg, args.next())? as usize,
+            "--proxies" => options.proxies = true,
+            "-h" | "--help" => options.help = true,
+            other => return Err(format!("unknown option {other} (try --help)")),
         }
-        i += 2;
     }
     Ok(options)
+}
+
+fn positive_number(option: &str, value: Option<String>) -> Result<u64, String> {
+    let value = value.ok_or(format!("{option} needs a value"))?;
+    let number: u64 = value
+        .parse()
+        .map_err(|_| format!("{option} needs a whole number, got '{value}'"))?;
+    if number == 0 {
+        return Err(format!("{option} must be at least 1"));
+    }
+    Ok(number)
 }
 
 fn main() -> ExitCode {
@@ -179,6 +146,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if options.help {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if options.proxies {
+        return proxies::run_proxy_comparison(options.mib, options.parallel);
+    }
     let server = start_server();
     let config = RelayConfig {
         listen: "127.0.0.1:0".into(),
@@ -207,7 +181,7 @@ fn main() -> ExitCode {
     let mut relayed_peak = 0;
     for parallel in [1, options.parallel] {
         for (label, addr) in [("direct", server), ("through the relay", relay.addr())] {
-            match measure(addr, bytes, parallel) {
+            match measure(addr, &format!("/bytes/{bytes}"), bytes, parallel) {
                 Ok((mib_per_s, first)) => println!(
                     "{:<30} {:>10.0} {:>16.2}",
                     format!("{parallel} at once, {label}"),

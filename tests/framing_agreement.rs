@@ -281,7 +281,7 @@ fn start_node() -> (SocketAddr, Receiver<Seen>) {
     thread::spawn(move || {
         while let Ok((stream, peer)) = listener.accept() {
             conn::serve(
-                std::sync::Arc::new(conn::Client::new(stream, peer)),
+                std::sync::Arc::new(conn::Client::new(stream, peer, false)),
                 &EchoNode { seen: tx.clone() },
             );
         }

@@ -22,7 +22,7 @@ use super::{
     MAX_BODY_BYTES, MIN_BODY_BYTES_PER_SEC,
 };
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,6 +96,9 @@ pub struct Client {
     pub stream: TcpStream,
     /// The address `accept` gave (asking the socket again is a system call).
     pub peer: SocketAddr,
+    /// The socket came from a listener [`preset_listener`] succeeded on, so it
+    /// has its options already.
+    preset: bool,
     state: AtomicU8,
 }
 
@@ -108,10 +111,13 @@ const CLAIMED: u8 = 2;
 
 impl Client {
     /// A connection just accepted from `peer`: waiting for its first request.
-    pub fn new(stream: TcpStream, peer: SocketAddr) -> Client {
+    /// `preset`: it was accepted from a listener [`preset_listener`] succeeded
+    /// on.
+    pub fn new(stream: TcpStream, peer: SocketAddr, preset: bool) -> Client {
         Client {
             stream,
             peer,
+            preset,
             state: AtomicU8::new(WAITING),
         }
     }
@@ -145,18 +151,48 @@ impl Client {
 /// ([`Client::claim_if_waiting`]). Returns when the socket is done with;
 /// never panics on client input.
 pub fn serve<H: Handler + ?Sized>(client: Arc<Client>, handler: &H) {
-    let stream = &client.stream;
     let peer = client.peer;
-    // Every message is one write, so Nagle's algorithm would only add delay.
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
+    let ready = client.preset || set_options(&client.stream);
+    let read_timeout = ready.then_some(IDLE_TIMEOUT);
     let mut conn = Connection {
         client,
         input: InputBuffer::new(),
         output: Vec::new(),
-        read_timeout: None,
+        read_timeout,
     };
     conn.run(handler, peer);
+}
+
+/// The options every client socket is served with: every message is one
+/// write, so Nagle's algorithm would only add delay; a client that stops
+/// reading is given up after [`WRITE_TIMEOUT`]; the first wait for a request
+/// is bounded by [`IDLE_TIMEOUT`].
+fn set_options(stream: &TcpStream) -> bool {
+    stream.set_nodelay(true).is_ok()
+        && stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok()
+        && stream.set_read_timeout(Some(IDLE_TIMEOUT)).is_ok()
+}
+
+/// Sets on the listening socket itself the options [`serve`] needs on every
+/// client socket, so that each accepted one is born with them: three system
+/// calls fewer per connection, which a new connection per request pays on
+/// every request. Linux copies these options from the listener to the
+/// sockets it accepts; elsewhere this does nothing and returns false, and
+/// [`serve`] sets them per connection. A side effect the caller must expect:
+/// with the read timeout on the listener, a blocking `accept` that waits
+/// longer than [`IDLE_TIMEOUT`] fails with `WouldBlock` (or `TimedOut`), and
+/// should just be called again.
+pub fn preset_listener(listener: &TcpListener) -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    // std sets socket options only on streams; a stream over a duplicate of
+    // the listener's descriptor reaches the same socket (and closes only the
+    // duplicate when dropped).
+    let Ok(fd) = std::os::fd::AsFd::as_fd(listener).try_clone_to_owned() else {
+        return false;
+    };
+    set_options(&TcpStream::from(fd))
 }
 
 struct Connection {
@@ -772,6 +808,28 @@ mod tests {
     use super::*;
 
     const SEC: Duration = Duration::from_secs(1);
+
+    /// What `serve` relies on when it skips setting a preset client socket's
+    /// options: the accepted socket really has them.
+    #[test]
+    fn a_socket_accepted_from_a_preset_listener_has_the_client_options() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let preset = preset_listener(&listener);
+        assert_eq!(preset, cfg!(target_os = "linux"));
+        let _client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (accepted, _) = listener.accept().expect("accept");
+        let options = (
+            accepted.nodelay().expect("nodelay"),
+            accepted.write_timeout().expect("write timeout"),
+            accepted.read_timeout().expect("read timeout"),
+        );
+        if preset {
+            assert_eq!(options, (true, Some(WRITE_TIMEOUT), Some(IDLE_TIMEOUT)));
+        }
+        // The listener itself is still a listener, and blocking.
+        let _second = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        assert!(listener.accept().is_ok());
+    }
 
     #[test]
     fn a_body_may_fall_silent_for_the_body_timeout_at_most() {

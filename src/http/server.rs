@@ -94,6 +94,8 @@ pub const WORKER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the acceptor, the worker threads and the killer share.
 struct Shared {
     options: ServerOptions,
+    /// Accepted sockets come with their options ([`conn::preset_listener`]).
+    preset: bool,
     stopping: AtomicBool,
     /// Every connection being served, oldest first, so that a kill can cut
     /// them all and a full server can close the oldest waiting one.
@@ -144,8 +146,10 @@ impl Server {
     ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
         let label = options.label.clone();
+        let preset = conn::preset_listener(&listener);
         let shared = Arc::new(Shared {
             options,
+            preset,
             stopping: AtomicBool::new(false),
             connections: Mutex::new(BTreeMap::new()),
             next_connection: AtomicU64::new(0),
@@ -272,6 +276,13 @@ fn accept_loop(listener: &TcpListener, shared: &Shared) {
                 if shared.stopping.load(Ordering::SeqCst) {
                     return;
                 }
+                // The preset listener's read timeout ran out: nobody came.
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) {
+                    continue;
+                }
                 // Out of file descriptors or similar: back off instead of spinning.
                 eprintln!("{}: accept failed: {error}", shared.options.label);
                 thread::sleep(Duration::from_millis(50));
@@ -293,7 +304,7 @@ fn accept_loop(listener: &TcpListener, shared: &Shared) {
         // Registered at once: a connection not yet picked up by a worker is
         // waiting for its first request too, and may be shed like any.
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        let client = Arc::new(Client::new(stream, peer));
+        let client = Arc::new(Client::new(stream, peer, shared.preset));
         shared.connections().insert(id, Arc::clone(&client));
         dispatch((id, client), shared);
     }

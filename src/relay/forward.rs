@@ -284,6 +284,8 @@ pub fn forward(
         // With a cap, a request waits in line behind those already waiting, and picks only
         // among the nodes with a free slot; without one, `full` is all false.
         if ticket.behind_others() && ticket.wait(queue_deadline).is_err() {
+            // Out of the line before the answer is written, however slow the client.
+            drop(ticket);
             return queue_timeout(exchange, request, events, queue);
         }
         // Without a cap nothing is ever full, and the request path allocates nothing for it.
@@ -307,6 +309,7 @@ pub fn forward(
             });
             if waits_for_a_slot {
                 if ticket.wait(queue_deadline).is_err() {
+                    drop(ticket);
                     return queue_timeout(exchange, request, events, queue);
                 }
                 continue;
@@ -392,6 +395,8 @@ pub fn forward(
         retry_from = Some((Arc::clone(backend), describe(&failure)));
         last = Some((failure, Arc::clone(backend)));
     }
+    // A turn still held passes on now, not after the answer below is written.
+    drop(ticket);
     match last {
         Some((failure, backend)) => answer_failure(
             exchange,

@@ -26,7 +26,7 @@
 
 use crate::balancer::InFlight;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
@@ -42,11 +42,12 @@ pub struct Queue {
     cap: Option<u64>,
     timeout: Duration,
     line: Mutex<Line>,
-    /// Requests in the line, read without the lock on every finished request.
-    in_line: AtomicUsize,
-    /// Requests taken out of the line with a turn that have not yet been admitted or gone
-    /// back: they still wait, and newcomers line up behind them.
-    turns_out: AtomicUsize,
+    /// Requests waiting: in the line, or out of it with a turn they have not used yet. One
+    /// counter for both, so that a request moving between the two (given a turn, or coming
+    /// back after losing its slot) never looks, to a freed slot reading it without the lock,
+    /// as if nobody waited. Raised with the line locked when a request starts waiting, lowered
+    /// when it is admitted or gives up.
+    waiting: AtomicUsize,
     /// Requests that had to wait, ever.
     waited: AtomicU64,
     /// Requests that waited [`Queue::timeout`] in vain.
@@ -56,10 +57,10 @@ pub struct Queue {
 #[derive(Debug, Default)]
 struct Line {
     waiters: VecDeque<Arc<Waiter>>,
-    /// Slots freed while the line was empty but turns were out: if the turn's holder loses
-    /// its race and comes back, it tries again at once instead of waiting for a slot that is
-    /// already free. Bounded by the slots that can be free at once.
-    spare: u64,
+    /// Slots freed while the line was empty but turns were out: a turn's holder that lost its
+    /// race comes back and tries again at once instead of waiting for a slot that is already
+    /// free. At most one per turn out.
+    spare: usize,
 }
 
 #[derive(Debug)]
@@ -84,9 +85,10 @@ pub struct QueueStats {
 #[must_use = "a ticket keeps its place only while it is alive"]
 pub struct Ticket<'q> {
     queue: &'q Queue,
+    /// Set once the request starts waiting (it is then counted in [`Queue::waiting`] until
+    /// it is admitted or leaves).
     waiter: Option<Arc<Waiter>>,
-    /// This request has used a turn (counted in [`Queue::turns_out`]) and not yet been
-    /// admitted or gone back into the line.
+    /// This request has a turn it is using: out of the line, still counted as waiting.
     holds_turn: bool,
 }
 
@@ -110,8 +112,7 @@ impl Queue {
             cap: cap.map(|c| c.max(1) as u64),
             timeout,
             line: Mutex::new(Line::default()),
-            in_line: AtomicUsize::new(0),
-            turns_out: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
             waited: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
         }
@@ -130,15 +131,10 @@ impl Queue {
         self.cap.is_some_and(|cap| in_flight >= cap)
     }
 
-    /// Requests waiting: in line, or out of it with a turn not yet used.
-    fn waiting(&self) -> usize {
-        self.in_line.load(Ordering::SeqCst) + self.turns_out.load(Ordering::SeqCst)
-    }
-
     pub fn stats(&self) -> QueueStats {
         QueueStats {
             cap: self.cap,
-            waiting: self.waiting(),
+            waiting: self.waiting.load(Ordering::SeqCst),
             waited: self.waited.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
         }
@@ -173,12 +169,11 @@ impl Queue {
     /// Takes the longest-waiting request out of the line and gives it a turn; the caller wakes
     /// it once the lock is let go. Each freed slot so takes out a different waiter, so that
     /// slots freed together are taken in parallel rather than handed down the line one wake-up
-    /// at a time. With nobody in line, the slot is kept as a spare for a turn that comes back.
+    /// at a time. With nobody in line, every waiter holds a turn already: the slot is kept as
+    /// a spare for one of them that comes back.
     fn next_turn(&self, line: &mut Line) -> Option<Arc<Waiter>> {
         match line.waiters.pop_front() {
             Some(next) => {
-                self.in_line.store(line.waiters.len(), Ordering::SeqCst);
-                self.turns_out.fetch_add(1, Ordering::SeqCst);
                 // The turn before leaving the line: a waiter that sees itself out of the line
                 // without the lock sees its turn too.
                 next.turn.store(true, Ordering::SeqCst);
@@ -186,9 +181,8 @@ impl Queue {
                 Some(next)
             }
             None => {
-                if self.turns_out.load(Ordering::SeqCst) > 0 {
-                    line.spare = (line.spare + 1).min(self.cap.unwrap_or(1));
-                }
+                let turns_out = self.waiting.load(Ordering::SeqCst);
+                line.spare = (line.spare + 1).min(turns_out);
                 None
             }
         }
@@ -207,45 +201,46 @@ impl Ticket<'_> {
     /// Whether this request must queue before it picks: others are waiting and it is not the
     /// one whose turn it is. Without a cap, never.
     pub fn behind_others(&self) -> bool {
-        self.queue.cap.is_some() && self.waiter.is_none() && self.queue.waiting() > 0
+        self.queue.cap.is_some()
+            && self.waiter.is_none()
+            && self.queue.waiting.load(Ordering::SeqCst) > 0
     }
 
     /// Joins the line (if not in it yet; at its front if it comes back from a turn whose slot
     /// another request took) and parks until it is given a turn, or until `deadline`. A request
-    /// that finds the line empty and no turn out has its turn at once, and so does one that
-    /// comes back while a spare slot is recorded, so that a slot freed just before it joined is
-    /// not missed.
+    /// that finds nobody waiting has its turn at once, and so does one that comes back while
+    /// a spare slot is recorded, so that a slot freed just before it joined is not missed.
     pub fn wait(&mut self, deadline: Instant) -> Result<(), TimedOut> {
         let queue = self.queue;
         let waiter = match &self.waiter {
             Some(waiter) => Arc::clone(waiter),
-            None => {
-                let waiter = Arc::new(Waiter {
-                    thread: thread::current(),
-                    turn: AtomicBool::new(false),
-                    queued: AtomicBool::new(false),
-                });
-                queue.waited.fetch_add(1, Ordering::Relaxed);
-                self.waiter = Some(Arc::clone(&waiter));
-                waiter
-            }
+            None => Arc::new(Waiter {
+                thread: thread::current(),
+                turn: AtomicBool::new(false),
+                queued: AtomicBool::new(false),
+            }),
         };
+        // In line already, or given a turn not yet seen: only the wait below is left.
         if !waiter.queued.load(Ordering::SeqCst) && !waiter.turn.load(Ordering::SeqCst) {
             let mut line = queue.lock();
-            let coming_back = std::mem::take(&mut self.holds_turn);
-            if coming_back {
-                queue.turns_out.fetch_sub(1, Ordering::SeqCst);
-            }
+            let coming_back = self.waiter.is_some();
             let at_once = if coming_back {
+                // Still counted as waiting: the count never dips while it goes back.
+                self.holds_turn = false;
                 line.spare > 0
             } else {
-                line.waiters.is_empty()
-                    && (line.spare > 0 || queue.turns_out.load(Ordering::SeqCst) == 0)
+                self.waiter = Some(Arc::clone(&waiter));
+                queue.waited.fetch_add(1, Ordering::Relaxed);
+                let others = queue.waiting.fetch_add(1, Ordering::SeqCst);
+                others == 0 || line.spare > 0
             };
             if at_once {
                 line.spare = line.spare.saturating_sub(1);
-                queue.turns_out.fetch_add(1, Ordering::SeqCst);
                 self.holds_turn = true;
+                drop(line);
+                // Pairs with the fence in `Slot::drop`: either that slot's owner sees this
+                // request counted and hands on a turn, or this request sees the slot free.
+                fence(Ordering::SeqCst);
                 return Ok(());
             }
             if coming_back {
@@ -254,7 +249,6 @@ impl Ticket<'_> {
                 line.waiters.push_back(Arc::clone(&waiter));
             }
             waiter.queued.store(true, Ordering::SeqCst);
-            queue.in_line.store(line.waiters.len(), Ordering::SeqCst);
         }
         loop {
             if waiter.turn.swap(false, Ordering::SeqCst) {
@@ -270,44 +264,37 @@ impl Ticket<'_> {
         }
     }
 
-    /// Leaves the line; a turn given to this request and not used passes to the next waiter.
+    /// Stops waiting: out of the line if still in it, uncounted, and a turn it held or was
+    /// given and never used passes to the next waiter.
     fn leave(&mut self) {
         let Some(waiter) = self.waiter.take() else {
             return;
         };
         let queue = self.queue;
-        let mut pass_on = std::mem::take(&mut self.holds_turn);
-        if pass_on {
-            queue.turns_out.fetch_sub(1, Ordering::SeqCst);
+        let held = std::mem::take(&mut self.holds_turn);
+        let mut line = queue.lock();
+        if waiter.queued.swap(false, Ordering::SeqCst) {
+            line.waiters.retain(|w| !Arc::ptr_eq(w, &waiter));
         }
-        if waiter.queued.load(Ordering::SeqCst) || waiter.turn.load(Ordering::SeqCst) {
-            // Still in line, or given a turn it never saw: settle it with the line locked, as
-            // a freed slot might be handing it a turn right now.
-            let mut line = queue.lock();
-            if waiter.queued.swap(false, Ordering::SeqCst) {
-                line.waiters.retain(|w| !Arc::ptr_eq(w, &waiter));
-                queue.in_line.store(line.waiters.len(), Ordering::SeqCst);
-            }
-            if waiter.turn.swap(false, Ordering::SeqCst) {
-                queue.turns_out.fetch_sub(1, Ordering::SeqCst);
-                pass_on = true;
-            }
-            if pass_on {
-                let next = queue.next_turn(&mut line);
-                drop(line);
-                if let Some(next) = next {
-                    next.thread.unpark();
-                }
-            }
-        } else if pass_on {
-            queue.pass_turn();
+        let given = waiter.turn.swap(false, Ordering::SeqCst);
+        queue.waiting.fetch_sub(1, Ordering::SeqCst);
+        let next = if held || given {
+            queue.next_turn(&mut line)
+        } else {
+            None
+        };
+        drop(line);
+        if let Some(next) = next {
+            next.thread.unpark();
         }
     }
 
     /// The request got its slot: it stops waiting (its turn was used), without the lock.
     pub fn admitted(mut self) {
-        if std::mem::take(&mut self.holds_turn) {
-            self.queue.turns_out.fetch_sub(1, Ordering::SeqCst);
+        if self.holds_turn && self.waiter.is_some() {
+            self.holds_turn = false;
+            self.waiter = None;
+            self.queue.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         self.leave();
     }
@@ -322,10 +309,10 @@ impl Drop for Ticket<'_> {
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
         drop(self.in_flight.take());
-        // The freed slot is visible before the line is looked at, as a request about to join
-        // counts itself before it tries for a slot.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.queue.waiting() > 0 {
+        // The freed slot is visible before the count is read, as a request that starts
+        // waiting is counted before it tries for a slot (the fence in `Ticket::wait`).
+        fence(Ordering::SeqCst);
+        if self.queue.waiting.load(Ordering::SeqCst) > 0 {
             self.queue.pass_turn();
         }
     }
@@ -492,25 +479,55 @@ mod tests {
     }
 
     #[test]
+    fn slots_freed_at_two_nodes_while_two_turns_are_out_serve_both_holders() {
+        // One line for all nodes: two turn holders whose slots were taken, at two nodes,
+        // both try again at once when both slots come free.
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let (a, b) = (counter(), counter());
+        let held_a = queue.try_take(&a).expect("slot at a");
+        let held_b = queue.try_take(&b).expect("slot at b");
+        let mut first = queue.ticket();
+        assert_eq!(first.wait(now()), Ok(()), "nobody waits: a turn at once");
+        let mut second = queue.ticket();
+        assert_eq!(second.wait(now()), Err(TimedOut), "a turn is out: in line");
+        drop(held_a); // hands `second` its turn
+        assert_eq!(second.wait(now()), Ok(()));
+        // A newcomer takes a's slot before either holder tries; then both slots come free.
+        let newcomer = queue.try_take(&a).expect("a is free");
+        drop(newcomer);
+        drop(held_b);
+        assert_eq!(first.wait(now()), Ok(()), "a spare slot for the first");
+        assert_eq!(second.wait(now()), Ok(()), "and one for the second");
+        let (slot_a, slot_b) = (queue.try_take(&a), queue.try_take(&b));
+        assert!(slot_a.is_some() && slot_b.is_some());
+        first.admitted();
+        second.admitted();
+        assert_eq!(queue.stats().waiting, 0);
+    }
+
+    #[test]
     fn under_contention_every_request_gets_a_slot_and_the_cap_holds() {
         const THREADS: usize = 16;
         const REQUESTS: usize = 300;
-        let queue = Queue::new(Some(2), Duration::from_secs(30));
-        let node = counter();
+        const CAP: u64 = 2;
+        let queue = Queue::new(Some(CAP as usize), Duration::from_secs(30));
+        let nodes = [counter(), counter(), counter()];
         let most = AtomicU64::new(0);
         thread::scope(|scope| {
             for _ in 0..THREADS {
                 scope.spawn(|| {
                     for _ in 0..REQUESTS {
-                        // The same steps as the relay's forward path.
+                        // The same steps as the relay's forward path, over three nodes.
                         let mut ticket = queue.ticket();
                         let deadline = Instant::now() + queue.timeout();
-                        let slot = loop {
+                        let (slot, node) = loop {
                             if ticket.behind_others() {
                                 ticket.wait(deadline).expect("a turn within the timeout");
                             }
-                            if let Some(slot) = queue.try_take(&node) {
-                                break slot;
+                            if let Some(taken) =
+                                nodes.iter().find_map(|n| Some((queue.try_take(n)?, n)))
+                            {
+                                break taken;
                             }
                             ticket.wait(deadline).expect("a turn within the timeout");
                         };
@@ -522,8 +539,8 @@ mod tests {
                 });
             }
         });
-        assert!(most.load(Ordering::SeqCst) <= 2, "the cap was passed");
-        assert_eq!(node.load(Ordering::SeqCst), 0);
+        assert!(most.load(Ordering::SeqCst) <= CAP, "the cap was passed");
+        assert!(nodes.iter().all(|n| n.load(Ordering::SeqCst) == 0));
         let stats = queue.stats();
         assert_eq!((stats.waiting, stats.timeouts), (0, 0));
         assert!(stats.waited > 0, "nobody ever waited: no contention tested");

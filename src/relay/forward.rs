@@ -308,7 +308,16 @@ pub fn forward(
                 (0..full.len()).any(|i| full[i] && eligible[i] && !excluded[i])
             });
             if waits_for_a_slot {
-                if ticket.wait(queue_deadline).is_err() {
+                // Room this request may not use: a turn it holds may be for that room.
+                let unusable_room = full.as_ref().is_some_and(|full| {
+                    (0..full.len()).any(|i| !full[i] && (excluded[i] || !eligible[i]))
+                });
+                let waited = if unusable_room {
+                    ticket.wait_giving_way(queue_deadline)
+                } else {
+                    ticket.wait(queue_deadline)
+                };
+                if waited.is_err() {
                     drop(ticket);
                     return queue_timeout(exchange, request, events, queue);
                 }
@@ -318,7 +327,7 @@ pub fn forward(
         };
         let backend = &topology.backends[index];
         // Lost a race for the last slot: pick again (now it counts as full).
-        let Some(_slot) = queue.try_take(&backend.in_flight) else {
+        let Some(slot) = queue.try_take(&backend.in_flight) else {
             continue;
         };
         std::mem::replace(&mut ticket, queue.ticket()).admitted();
@@ -343,7 +352,9 @@ pub fn forward(
             Err(failure) => failure,
         };
         if matches!(failure, Failure::ClientBody | Failure::HeadTooLarge) {
-            // The client's fault, not the node's: nothing to count or retry.
+            // The client's fault, not the node's: nothing to count or retry. The slot is
+            // free before the answer is written, however slow the client.
+            drop(slot);
             return answer_failure(
                 exchange,
                 (topology, context),
@@ -376,6 +387,7 @@ pub fn forward(
             backend.pool.clear();
         }
         if !out.may_retry(&failure) {
+            drop(slot);
             return answer_failure(
                 exchange,
                 (topology, context),

@@ -36,6 +36,10 @@ use std::time::{Duration, Instant};
 /// rather than left hanging when the nodes are overwhelmed.
 pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Only keeps [`Line::spare`] from growing without end; far more than the free slots a relay's
+/// nodes can have at once.
+const SPARE_LIMIT: usize = 1 << 16;
+
 /// The line of requests waiting for a slot, and the cap that makes them wait.
 #[derive(Debug)]
 pub struct Queue {
@@ -59,7 +63,9 @@ struct Line {
     waiters: VecDeque<Arc<Waiter>>,
     /// Slots freed while the line was empty but turns were out: a turn's holder that lost its
     /// race comes back and tries again at once instead of waiting for a slot that is already
-    /// free. At most one per turn out.
+    /// free. Not bounded by the turns out: a holder may use the very slot its turn was for, and
+    /// then each other freed slot still needs a spare of its own. A spare left over costs the
+    /// next request one extra try.
     spare: usize,
 }
 
@@ -90,6 +96,10 @@ pub struct Ticket<'q> {
     waiter: Option<Arc<Waiter>>,
     /// This request has a turn it is using: out of the line, still counted as waiting.
     holds_turn: bool,
+    /// This request has once handed a turn on instead of going back with it
+    /// ([`Ticket::wait_giving_way`]); it does so at most once, so that two requests that
+    /// cannot use a free node never hand turns to each other back and forth.
+    gave_way: bool,
 }
 
 /// A slot at a node: the request counts as in flight there until this is dropped, and then the
@@ -163,6 +173,7 @@ impl Queue {
             queue: self,
             waiter: None,
             holds_turn: false,
+            gave_way: false,
         }
     }
 
@@ -181,8 +192,7 @@ impl Queue {
                 Some(next)
             }
             None => {
-                let turns_out = self.waiting.load(Ordering::SeqCst);
-                line.spare = (line.spare + 1).min(turns_out);
+                line.spare = (line.spare + 1).min(SPARE_LIMIT);
                 None
             }
         }
@@ -211,7 +221,21 @@ impl Ticket<'_> {
     /// that finds nobody waiting has its turn at once, and so does one that comes back while
     /// a spare slot is recorded, so that a slot freed just before it joined is not missed.
     pub fn wait(&mut self, deadline: Instant) -> Result<(), TimedOut> {
+        self.wait_in_line(deadline, false)
+    }
+
+    /// Like [`Ticket::wait`], for a request that waits although some node has room, room it
+    /// may not use (a node it already failed at, or one not eligible for it): a turn it holds
+    /// may be for that room, so it goes to the next waiter (or, with nobody in line, becomes a
+    /// spare for the next to come) instead of back to the front with this request. Once per
+    /// request.
+    pub fn wait_giving_way(&mut self, deadline: Instant) -> Result<(), TimedOut> {
+        self.wait_in_line(deadline, true)
+    }
+
+    fn wait_in_line(&mut self, deadline: Instant, give_way: bool) -> Result<(), TimedOut> {
         let queue = self.queue;
+        let mut next = None;
         let waiter = match &self.waiter {
             Some(waiter) => Arc::clone(waiter),
             None => Arc::new(Waiter {
@@ -224,7 +248,13 @@ impl Ticket<'_> {
         if !waiter.queued.load(Ordering::SeqCst) && !waiter.turn.load(Ordering::SeqCst) {
             let mut line = queue.lock();
             let coming_back = self.waiter.is_some();
-            let at_once = if coming_back {
+            let giving_way = coming_back && give_way && self.holds_turn && !self.gave_way;
+            let at_once = if giving_way {
+                self.holds_turn = false;
+                self.gave_way = true;
+                next = queue.next_turn(&mut line);
+                false
+            } else if coming_back {
                 // Still counted as waiting: the count never dips while it goes back.
                 self.holds_turn = false;
                 line.spare > 0
@@ -249,6 +279,9 @@ impl Ticket<'_> {
                 line.waiters.push_back(Arc::clone(&waiter));
             }
             waiter.queued.store(true, Ordering::SeqCst);
+        }
+        if let Some(next) = next {
+            next.thread.unpark();
         }
         loop {
             if waiter.turn.swap(false, Ordering::SeqCst) {
@@ -503,6 +536,45 @@ mod tests {
         first.admitted();
         second.admitted();
         assert_eq!(queue.stats().waiting, 0);
+    }
+
+    #[test]
+    fn every_slot_freed_while_a_turn_is_being_used_is_kept_for_someone() {
+        // Three nodes at cap 1. `holder` gets a turn at once and takes c's slot; while it is
+        // still counted as waiting, a's and b's slots come free with nobody in line. Both
+        // must be found by the next two requests, not one.
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let (a, b, c) = (counter(), counter(), counter());
+        let held_a = queue.try_take(&a).expect("a");
+        let held_b = queue.try_take(&b).expect("b");
+        let mut holder = queue.ticket();
+        assert_eq!(holder.wait(now()), Ok(()));
+        let _at_c = queue.try_take(&c).expect("c is free");
+        drop(held_a);
+        drop(held_b);
+        let mut first = queue.ticket();
+        assert!(first.behind_others());
+        assert_eq!(first.wait(now()), Ok(()), "a spare for a's slot");
+        holder.admitted();
+        let mut second = queue.ticket();
+        assert!(second.behind_others());
+        assert_eq!(second.wait(now()), Ok(()), "and one for b's");
+    }
+
+    #[test]
+    fn a_turn_for_room_the_holder_may_not_use_goes_to_the_next_request() {
+        // Two nodes at cap 1: b is busy; a is free but `retrying` already failed there.
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let (a, b) = (counter(), counter());
+        let _busy_b = queue.try_take(&b).expect("b");
+        let mut retrying = queue.ticket();
+        assert_eq!(retrying.wait(now()), Ok(()), "nobody waits: a turn at once");
+        // It cannot use a, and b is full: it waits, giving its turn away.
+        assert_eq!(retrying.wait_giving_way(now()), Err(TimedOut));
+        let mut next = queue.ticket();
+        assert!(next.behind_others());
+        assert_eq!(next.wait(now()), Ok(()), "the given-away turn");
+        assert!(queue.try_take(&a).is_some(), "and a's slot is there for it");
     }
 
     #[test]

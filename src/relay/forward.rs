@@ -308,9 +308,10 @@ pub fn forward(
                 (0..full.len()).any(|i| full[i] && eligible[i] && !excluded[i])
             });
             if waits_for_a_slot {
-                // Room this request may not use: a turn it holds may be for that room.
+                // Room at a node this request already failed at (and others may use): a turn
+                // it holds may be for that room. Nodes nobody may use are no reason.
                 let unusable_room = full.as_ref().is_some_and(|full| {
-                    (0..full.len()).any(|i| !full[i] && (excluded[i] || !eligible[i]))
+                    (0..full.len()).any(|i| !full[i] && excluded[i] && eligible[i])
                 });
                 let waited = if unusable_room {
                     ticket.wait_giving_way(queue_deadline)

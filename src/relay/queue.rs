@@ -21,6 +21,13 @@
 //! little as it can: the freed slot's thread holds the line's lock only to pop one entry, and
 //! wakes the waiter after letting go of it; a request that got its turn leaves without the lock.
 //!
+//! Known limits, from three reviews of the hand-off: a slot freed just before the first waiter
+//! is counted, and not taken by it, is found only when the next slot frees anywhere; and a
+//! request that has given way once ([`Ticket::wait_giving_way`]) and then gets a turn for room
+//! it still may not use goes back with that turn. Each ends at the next freed slot or at the
+//! queue timeout. The thorough fix is the condition-variable order: join the line, then look
+//! at the nodes again before parking, which would also make spares unnecessary.
+//!
 //! Pure mechanism: which nodes are full and what to do on a timeout are the caller's
 //! (`forward.rs`).
 
@@ -249,7 +256,11 @@ impl Ticket<'_> {
             let mut line = queue.lock();
             let coming_back = self.waiter.is_some();
             let giving_way = coming_back && give_way && self.holds_turn && !self.gave_way;
-            let at_once = if giving_way {
+            let at_once = if coming_back && line.spare > 0 {
+                // A slot came free unannounced meanwhile: try it before anything else.
+                self.holds_turn = false;
+                true
+            } else if giving_way {
                 self.holds_turn = false;
                 self.gave_way = true;
                 next = queue.next_turn(&mut line);
@@ -257,12 +268,19 @@ impl Ticket<'_> {
             } else if coming_back {
                 // Still counted as waiting: the count never dips while it goes back.
                 self.holds_turn = false;
-                line.spare > 0
+                false
             } else {
                 self.waiter = Some(Arc::clone(&waiter));
                 queue.waited.fetch_add(1, Ordering::Relaxed);
                 let others = queue.waiting.fetch_add(1, Ordering::SeqCst);
-                others == 0 || line.spare > 0
+                if others == 0 {
+                    // Nobody else waits, so no spare has anyone to serve: this request
+                    // looks at every node itself (after the fence below).
+                    line.spare = 0;
+                    true
+                } else {
+                    line.spare > 0
+                }
             };
             if at_once {
                 line.spare = line.spare.saturating_sub(1);
@@ -575,6 +593,45 @@ mod tests {
         assert!(next.behind_others());
         assert_eq!(next.wait(now()), Ok(()), "the given-away turn");
         assert!(queue.try_take(&a).is_some(), "and a's slot is there for it");
+    }
+
+    #[test]
+    fn giving_way_first_tries_a_slot_that_came_free_meanwhile() {
+        // b comes free while the only waiter, which may not use a, holds its turn: the spare
+        // is b's, and the waiter takes it rather than parking beside it.
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let b = counter();
+        let held_b = queue.try_take(&b).expect("b");
+        let mut retrying = queue.ticket();
+        assert_eq!(retrying.wait(now()), Ok(()));
+        drop(held_b);
+        assert_eq!(retrying.wait_giving_way(now()), Ok(()), "b's slot, at once");
+        assert!(queue.try_take(&b).is_some());
+    }
+
+    #[test]
+    fn spares_left_over_from_an_earlier_rush_give_no_one_a_free_retry() {
+        let queue = Queue::new(Some(1), QUEUE_TIMEOUT);
+        let (a, b) = (counter(), counter());
+        // A rush leaves spares nobody used: while a holder has its turn, both slots come
+        // free; the holder takes b's, and a request that never queued takes a's.
+        let held_a = queue.try_take(&a).expect("a");
+        let held_b = queue.try_take(&b).expect("b");
+        let mut holder = queue.ticket();
+        assert_eq!(holder.wait(now()), Ok(()));
+        drop((held_a, held_b));
+        let taken_b = queue.try_take(&b).expect("b, by the holder");
+        holder.admitted();
+        let held_a = queue
+            .try_take(&a)
+            .expect("a, by a request that never queued");
+        assert_eq!(queue.stats().waiting, 0);
+        // Later, with both nodes busy, a request alone in line waits instead of retrying
+        // over and over on stale spares.
+        let mut later = queue.ticket();
+        assert_eq!(later.wait(now()), Ok(()), "nobody waits: one look at once");
+        assert_eq!(later.wait(now()), Err(TimedOut), "then it waits");
+        drop((held_a, taken_b));
     }
 
     #[test]

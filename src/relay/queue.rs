@@ -232,8 +232,7 @@ impl Ticket<'_> {
     }
 
     /// Like [`Ticket::wait`], for a request that waits although some node has room, room it
-    /// may not use (a node it already failed at, or one not eligible for it): a turn it holds
-    /// may be for that room, so it goes to the next waiter (or, with nobody in line, becomes a
+    /// may not use (a node it already failed at): a turn it holds may be for that room, so it goes to the next waiter (or, with nobody in line, becomes a
     /// spare for the next to come) instead of back to the front with this request. Once per
     /// request.
     pub fn wait_giving_way(&mut self, deadline: Instant) -> Result<(), TimedOut> {
@@ -256,18 +255,16 @@ impl Ticket<'_> {
             let mut line = queue.lock();
             let coming_back = self.waiter.is_some();
             let giving_way = coming_back && give_way && self.holds_turn && !self.gave_way;
+            // Coming back, it is still counted as waiting: the count never dips meanwhile.
+            self.holds_turn = false;
             let at_once = if coming_back && line.spare > 0 {
                 // A slot came free unannounced meanwhile: try it before anything else.
-                self.holds_turn = false;
                 true
             } else if giving_way {
-                self.holds_turn = false;
                 self.gave_way = true;
                 next = queue.next_turn(&mut line);
                 false
             } else if coming_back {
-                // Still counted as waiting: the count never dips while it goes back.
-                self.holds_turn = false;
                 false
             } else {
                 self.waiter = Some(Arc::clone(&waiter));

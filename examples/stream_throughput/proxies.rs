@@ -3,11 +3,11 @@
 
 use crate::client::{download, measure, status_kib};
 use bookrelay::cli::RelayConfig;
+use bookrelay::client::HttpClient;
 use bookrelay::launch;
 use bookrelay::temp_dir::TempDir;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -396,24 +396,15 @@ fn wait_until_ready(
 }
 
 fn ready_check(addr: SocketAddr) -> Result<(), String> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let request = format!("GET /{READY_FILE} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
+    let mut client =
+        HttpClient::connect(addr, Duration::from_secs(1)).map_err(|e| e.to_string())?;
+    let answer = client
+        .request("GET", &format!("/{READY_FILE}"), &[], b"")
         .map_err(|e| e.to_string())?;
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).map_err(|e| e.to_string())?;
-    let status_line = String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or("no answer")
-        .to_string();
-    if status_line.starts_with("HTTP/1.1 200") {
+    if answer.status == 200 {
         Ok(())
     } else {
-        Err(status_line)
+        Err(format!("answered {}", answer.status))
     }
 }
 
